@@ -1,0 +1,44 @@
+/** The validated configuration of `run` and `config` (spec §3). Built only by loadConfig(). */
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type OnShutdown = 'stop' | 'release';
+export type TokenSource = 'QODER_PAT' | 'QODER_PAT_FILE' | 'CREDENTIALS_DIRECTORY';
+
+export interface Config {
+  /** Gateway origin without trailing slash, e.g. `https://api.qoder.com`. `http://` only for loopback. */
+  apiUrl: string;
+  /** Bearer token. Secret: never logged, never in an error message, never in a child's environment. */
+  token: string;
+  tokenSource: TokenSource;
+  /** `env_…` */
+  environmentId: string;
+  /** Sent as `Worker-ID` on poll and ack. Default: hostname + machine id. */
+  workerId: string;
+  /** `desired_ttl_seconds`, 10..600, default 60. */
+  ttlSeconds: number;
+  /** Heartbeat interval = fraction × granted ttl, 0.05..0.5, default 0.33. */
+  heartbeatFraction: number;
+  /** First signal to the job's process group, default SIGTERM. */
+  stopSignal: NodeJS.Signals;
+  /** Grace between the stop signal and SIGKILL, default 10 s (capped by the lease, spec §5). */
+  stopGraceSeconds: number;
+  /** Items held at once, each with its own lease and child, default 1. */
+  concurrency: number;
+  /** Handle one item, then exit with the outcome's code. */
+  once: boolean;
+  /** After draining on SIGTERM/SIGINT: confirm the stop, or leave the item to its lease. */
+  onShutdown: OnShutdown;
+  /** `/healthz` and `/metrics` listener, or null when unset. */
+  statusAddr: { host: string; port: number } | null;
+  logLevel: LogLevel;
+  /** `json` (default) or `pretty` (human-readable lines; the demo's default on a TTY). */
+  logFormat: 'json' | 'pretty';
+  /**
+   * Safety margin before the local lease deadline by which the job's group must be dead (self-fencing).
+   * Default: 10% of the granted ttl, between 250 ms and 2 s. Set by LEASE_KEEPER_FENCE_MARGIN_MS.
+   * Null means "derive from the granted ttl".
+   */
+  fenceMarginMs: number | null;
+  /** The job command and its arguments (after `--`). Empty for `config`. */
+  command: string[];
+}

@@ -1,0 +1,46 @@
+import type { Outcome } from '../lease/outcome.js';
+
+/**
+ * What the worker exposes to health, STATUS=, the watchdog and metrics: a read-only view,
+ * taken on demand. All times are monotonic milliseconds (Clock.now()).
+ */
+export interface LeaseView {
+  workId: string;
+  sessionId: string;
+  /** acquiring | held | draining | fencing | ending (see src/lease) */
+  phase: string;
+  /** Local deadline minus now; negative once passed; null before the lease is held. */
+  leaseLeftMs: number | null;
+  /** Time since the last accepted heartbeat's send time; null before the first. */
+  sinceAcceptedMs: number | null;
+  /** Current heartbeat interval (fraction × granted ttl). */
+  intervalMs: number | null;
+  /** Result of the last heartbeat attempt ('accepted', 'transient', 'lease_lost', …), null before one. */
+  lastHeartbeatResult: string | null;
+}
+
+export interface KeeperSnapshot {
+  workerId: string;
+  /** True once configuration is valid and the first poll answered. */
+  ready: boolean;
+  /** True after SIGTERM/SIGINT: no more polls, jobs drain. */
+  draining: boolean;
+  leases: LeaseView[];
+  /** Monotonic ms when polls began failing in a row, null while they succeed. */
+  pollFailingSinceMs: number | null;
+}
+
+/** Events the worker reports as they happen (metrics counters/histograms subscribe to these). */
+export interface KeeperEvents {
+  heartbeat(result: string, latencyMs: number): void;
+  poll(result: 'work' | 'empty' | 'error'): void;
+  outcome(outcome: Outcome): void;
+  fence(step: 'signal' | 'kill'): void;
+}
+
+export const noEvents: KeeperEvents = {
+  heartbeat: () => {},
+  poll: () => {},
+  outcome: () => {},
+  fence: () => {},
+};
