@@ -1,10 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { addConfigOptions } from '../config/index.js';
-import { configCommand } from './config.js';
-import { demoCommand } from './demo.js';
-import { emulatorCommand } from './emulator.js';
 import { processIO, type CliIO } from './io.js';
-import { runCommand } from './run.js';
+
+// Commands load lazily: `run` starts faster and never loads the emulator.
 
 /** Parses argv and runs one command; resolves to the process exit code. */
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
@@ -23,13 +21,13 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       .argument('[command...]', 'the job command and its arguments (after --)')
       .passThroughOptions(),
   ).action((command: string[], flags: Record<string, unknown>) => {
-    result = runCommand(flags, command, io);
+    result = import('./run.js').then((m) => m.runCommand(flags, command, io));
   });
 
   addConfigOptions(
     program.command('config').description('print the resolved configuration (token redacted); exit 78 listing every problem'),
   ).action((flags: Record<string, unknown>) => {
-    result = configCommand(flags, io);
+    result = import('./config.js').then((m) => m.configCommand(flags, io));
   });
 
   program
@@ -41,7 +39,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     .option('--environment-id <id>', 'the one environment it serves', 'env_emulator')
     .option('--ttl-override <seconds>', 'grant this ttl to every heartbeat instead of clamping to 10..600 (fast tests)')
     .action((flags: Record<string, unknown>) => {
-      result = emulatorCommand(flags, io);
+      result = import('./emulator.js').then((m) => m.emulatorCommand(flags, io));
     });
 
   program
@@ -49,7 +47,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     .description('runs the emulator in-process and narrates a keeper through claim, heartbeats, a server stop and a lost lease')
     .option('--format <format>', 'pretty (default on a TTY) or json')
     .action((flags: Record<string, unknown>) => {
-      result = demoCommand(flags, io);
+      result = import('./demo.js').then((m) => m.demoCommand(flags, io));
     });
 
   try {
