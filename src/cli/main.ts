@@ -9,6 +9,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   let result: Promise<number> = Promise.resolve(0);
   const program = new Command('lease-keeper')
     .description('Holds the lease of Qoder self-hosted work items while your job runs, and stops the job when the lease is gone.')
+    .enablePositionalOptions() // so that `run -- <command> --flag` leaves the job's flags alone
     .showHelpAfterError()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .exitOverride();
