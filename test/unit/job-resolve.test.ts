@@ -1,0 +1,108 @@
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { liveMembers, parseStat, readStat, signalGroup } from '../../src/job/group-members.js';
+import { planLaunch } from '../../src/job/launch.js';
+import { resolveCommand } from '../../src/job/resolve.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'lk-resolve-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+function file(path: string, mode: number, text = '#!/bin/sh\nexit 0\n'): string {
+  writeFileSync(path, text, { mode });
+  return path;
+}
+
+describe('resolveCommand', () => {
+  it('finds a command in the job PATH, skipping empty entries and missing dirs', () => {
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    file(join(bin, 'job'), 0o755);
+    expect(resolveCommand('job', { PATH: `::${join(dir, 'none')}:${bin}` })).toEqual({ ok: true, path: join(bin, 'job') });
+  });
+
+  it('takes the first executable match; a non-executable earlier match does not stop the search', () => {
+    const [a, b] = [join(dir, 'a'), join(dir, 'b')];
+    mkdirSync(a);
+    mkdirSync(b);
+    file(join(a, 'job'), 0o644);
+    file(join(b, 'job'), 0o755);
+    expect(resolveCommand('job', { PATH: `${a}:${b}` })).toEqual({ ok: true, path: join(b, 'job') });
+  });
+
+  it('reports 126 when the only match is not executable', () => {
+    file(join(dir, 'job'), 0o644);
+    expect(resolveCommand('job', { PATH: dir })).toEqual({
+      ok: false,
+      code: 126,
+      message: `job command "job" found at ${join(dir, 'job')} but it is not executable (chmod +x)`,
+    });
+  });
+
+  it('reports 127 with the PATH searched, and falls back to /usr/bin:/bin without PATH', () => {
+    expect(resolveCommand('lk-none', { PATH: '/nowhere' })).toEqual({
+      ok: false,
+      code: 127,
+      message: 'job command "lk-none" not found in PATH (/nowhere): install it or give an absolute path',
+    });
+    const noPath = resolveCommand('lk-none', {});
+    expect(noPath.ok === false && noPath.message).toContain('(/usr/bin:/bin)');
+    expect(resolveCommand('sh', {}).ok).toBe(true);
+  });
+
+  it('resolves a relative path against cwd, not PATH', () => {
+    file(join(dir, 'job.sh'), 0o755);
+    expect(resolveCommand('./job.sh', { PATH: '/nowhere' }, dir)).toEqual({ ok: true, path: join(dir, 'job.sh') });
+    expect(resolveCommand('./job.sh', { PATH: dir }, '/')).toMatchObject({ ok: false, code: 127 });
+  });
+
+  it('rejects directories, missing files, dangling symlinks and an empty command', () => {
+    expect(resolveCommand(dir, {})).toMatchObject({ ok: false, code: 126, message: `job command "${dir}" is a directory, not an executable file` });
+    expect(resolveCommand(join(dir, 'x'), {})).toMatchObject({ ok: false, code: 127 });
+    symlinkSync(join(dir, 'gone'), join(dir, 'link'));
+    expect(resolveCommand(join(dir, 'link'), {})).toMatchObject({ ok: false, code: 127 });
+    expect(resolveCommand('', {})).toMatchObject({ ok: false, code: 127 });
+    expect(resolveCommand('/dev/null', {})).toMatchObject({ ok: false, code: 126, message: 'job command "/dev/null" is not a regular file' });
+  });
+
+  it('checks the #! interpreter of a script', () => {
+    const ok = file(join(dir, 'ok.sh'), 0o755, '#!/bin/sh -e\nexit 0\n');
+    expect(resolveCommand(ok, {})).toEqual({ ok: true, path: ok });
+    const bad = file(join(dir, 'bad.sh'), 0o755, '#! /opt/lk-none/bin/python3\n');
+    expect(resolveCommand(bad, {})).toEqual({
+      ok: false,
+      code: 127,
+      message: `job command "${bad}" starts with "#!/opt/lk-none/bin/python3", and /opt/lk-none/bin/python3 does not exist`,
+    });
+    const viaEnv = file(join(dir, 'env.sh'), 0o755, '#!/usr/bin/env lk-none\n');
+    expect(resolveCommand(viaEnv, {}).ok).toBe(true); // env's own lookup happens at run time
+  });
+});
+
+describe('group-members and launch helpers', () => {
+  it('parses /proc/<pid>/stat even when the command name has spaces and parentheses', () => {
+    expect(parseStat('4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 0 0')).toEqual({ pid: 4242, state: 'S', ppid: 1, pgrp: 4240 });
+    expect(parseStat('garbage')).toBeNull();
+  });
+
+  it('sees our own process group as live and refuses to signal groups 0 and 1', () => {
+    const ownGroup = readStat(process.pid)!.pgrp;
+    expect(liveMembers(ownGroup)).toContain(process.pid);
+    expect(() => signalGroup(0, 0)).toThrow(RangeError);
+    expect(() => signalGroup(1, 'SIGKILL')).toThrow(RangeError);
+    expect(liveMembers(2 ** 22 + 12345)).toEqual([]);
+  });
+
+  it('plans setpriv --pdeathsig SIGKILL -- path args, or a direct spawn', () => {
+    expect(planLaunch('/bin/job', ['a'], '/usr/bin/setpriv')).toEqual({
+      file: '/usr/bin/setpriv',
+      args: ['--pdeathsig', 'SIGKILL', '--', '/bin/job', 'a'],
+      parentDeathSignal: true,
+    });
+    expect(planLaunch('/bin/job', ['a'], null)).toEqual({ file: '/bin/job', args: ['a'], parentDeathSignal: false });
+  });
+});
