@@ -274,6 +274,7 @@ function onAccepted(step: Step, at: number, reply: HeartbeatReply): void {
   s.lastResult = reply.state === 'stopping' ? 'stopping' : 'accepted';
 
   const fields = {
+    expected: sent.precondition,
     last_heartbeat: reply.lastHeartbeat,
     ttl_seconds: reply.ttlSeconds,
     state: reply.state,
@@ -284,7 +285,7 @@ function onAccepted(step: Step, at: number, reply: HeartbeatReply): void {
   if (firstLease) {
     step.log('info', 'lease_acquired', fields);
   } else {
-    step.log('debug', 'heartbeat', fields);
+    step.log('info', 'heartbeat', fields);
   }
 
   // Rule: `state: stopping` is a graceful stop: signal the job, keep heartbeating while it drains.
@@ -305,7 +306,7 @@ function onFailed(step: Step, at: number, error: HeartbeatFailure): void {
   const s = step.s;
   s.inFlight = null;
   s.lastResult = error.kind;
-  const fields = { status: error.status, kind: error.kind, request_id: error.requestId, error: error.message };
+  const fields = { status: error.status, kind: error.kind, request_id: error.requestId };
   switch (error.kind) {
     case 'transient':
     case 'malformed': {
@@ -314,6 +315,7 @@ function onFailed(step: Step, at: number, error: HeartbeatFailure): void {
       s.nextBeatAt = at + delay;
       step.log('warn', 'heartbeat_retry', {
         ...fields,
+        error: error.message,
         attempt: s.attempts,
         retry_in_ms: Math.round(delay),
         lease_left_ms: s.deadline === null ? null : Math.round(s.deadline - at),
@@ -349,8 +351,8 @@ function loseLease(step: Step, at: number, reason: LossReason, detail: string, f
     step.actions.push({ type: 'abort_heartbeat' });
   }
   step.log(reason === 'stopped_by_server' ? 'info' : 'warn', reason === 'stopped_by_server' ? 'stopped_by_server' : 'lease_lost', {
-    ...fields,
     reason: detail,
+    ...fields,
   });
   if (s.job === 'running') signalJob(step, at, reason);
   else if (s.job === 'none') finish(step); // never spawned: nothing to stop, nothing to report

@@ -1,0 +1,118 @@
+import { WorkApi } from '../api/client.js';
+import { formatProblems, loadConfig } from '../config/index.js';
+import type { Config } from '../config/types.js';
+import { resolveCommand } from '../job/index.js';
+import { monotonicClock } from '../lease/clock.js';
+import type { LeaseSettings } from '../lease/machine.js';
+import { EXIT } from '../lease/outcome.js';
+import { createLogger, type Logger } from '../observe/logger.js';
+import { startObservability } from '../observe/systemd.js';
+import { Worker } from '../worker/loop.js';
+import type { CliIO } from './io.js';
+
+/** `lease-keeper run [options] -- <command> [args...]`: resolves to the process exit code (spec §6). */
+export async function runCommand(flags: Record<string, unknown>, command: string[], io: CliIO): Promise<number> {
+  const loaded = loadConfig({ env: io.env, flags, command, requireCommand: true });
+  if (!loaded.ok) {
+    io.stderr.write(`${formatProblems(loaded.problems)}\n`);
+    return EXIT.config;
+  }
+  const config = loaded.config;
+  // An unrunnable job would otherwise claim (and stop) item after item: refuse before polling.
+  const resolved = resolveCommand(config.command[0]!, io.env);
+  if (!resolved.ok) {
+    io.stderr.write(`${formatProblems([resolved.message])}\n`);
+    return EXIT.config;
+  }
+
+  const log = createLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    secrets: [config.token],
+    journal: Boolean(io.env.JOURNAL_STREAM),
+    ...(io.stdout === process.stdout ? {} : { destination: io.stdout }),
+    base: { worker_id: config.workerId },
+  });
+  return keep(config, log, io);
+}
+
+function leaseSettings(config: Config): LeaseSettings {
+  return {
+    desiredTtlSeconds: config.ttlSeconds,
+    heartbeatFraction: config.heartbeatFraction,
+    stopSignal: config.stopSignal,
+    graceMs: config.stopGraceSeconds * 1000,
+    fenceMarginMs: config.fenceMarginMs,
+    onShutdown: config.onShutdown,
+    workerId: config.workerId,
+  };
+}
+
+async function keep(config: Config, log: Logger, io: CliIO): Promise<number> {
+  const api = new WorkApi({ apiUrl: config.apiUrl, token: config.token, environmentId: config.environmentId });
+  let worker: Worker | null = null;
+  const snapshot = () =>
+    worker?.snapshot() ?? { workerId: config.workerId, ready: false, draining: false, leases: [], pollFailingSinceMs: null };
+
+  let observe;
+  try {
+    observe = await startObservability({ env: io.env, config, snapshot, log });
+  } catch (err) {
+    log.fatal({ err, status_addr: config.statusAddr }, 'status_listener_failed');
+    io.stderr.write(`lease-keeper: cannot listen on LEASE_KEEPER_STATUS_ADDR: ${(err as Error).message}; pick a free port or unset it\n`);
+    await api.close();
+    return EXIT.config;
+  }
+
+  worker = new Worker({
+    api,
+    settings: leaseSettings(config),
+    workerId: config.workerId,
+    command: config.command,
+    token: config.token,
+    concurrency: config.concurrency,
+    once: config.once,
+    baseEnv: io.env,
+    log,
+    clock: monotonicClock,
+    events: observe.events,
+    onReady: () => observe.systemd.refresh(),
+  });
+  log.info(
+    {
+      api_url: config.apiUrl,
+      environment_id: config.environmentId,
+      concurrency: config.concurrency,
+      ttl_seconds: config.ttlSeconds,
+      once: config.once,
+      command: config.command[0],
+      status_url: observe.statusUrl,
+    },
+    'starting',
+  );
+
+  // First SIGTERM/SIGINT drains; a second one kills the job groups and exits at once.
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals += 1;
+    log.info({ signal, count: signals }, 'signal_received');
+    if (signals === 1) {
+      worker!.shutdown();
+      observe.systemd.refresh();
+    } else {
+      worker!.shutdownNow(signal);
+    }
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  const result = await worker.run();
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  log.info({ exit_code: result.exitCode, reason: result.reason, outcome: result.lastItem?.outcome ?? null }, 'exiting');
+  if (result.reason !== 'shutdown_now') {
+    await observe.close();
+    await api.close();
+  }
+  return result.exitCode;
+}

@@ -1,0 +1,292 @@
+/**
+ * Drives the pure lease machine for one claimed item: feeds it events (replies, timer ticks, job exits,
+ * signals) and carries out its actions (heartbeats, spawn, signals, report). All decisions stay in
+ * src/lease/machine.ts; this file only does the I/O, in the order the machine asked for it.
+ */
+import { randomUUID } from 'node:crypto';
+import { constants as osConstants } from 'node:os';
+import { ApiError } from '../api/errors.js';
+import type { WorkApi } from '../api/client.js';
+import type { WorkItem } from '../api/types.js';
+import { ProcessGroup, SpawnError } from '../job/index.js';
+import type { Clock } from '../lease/clock.js';
+import {
+  type HeartbeatFailure,
+  type LeaseAction,
+  type LeaseEvent,
+  type LeaseSettings,
+  type LeaseState,
+  initialState,
+  transition,
+  wakeAt,
+} from '../lease/machine.js';
+import { EXIT, type JobExit, type Outcome, exitCodeFor } from '../lease/outcome.js';
+import type { Logger } from '../observe/logger.js';
+import type { KeeperEvents, LeaseView } from '../observe/snapshot.js';
+import { jobEnvironment } from './job-env.js';
+import { retryTransient, sleep } from './retry.js';
+
+export interface ItemContext {
+  api: WorkApi;
+  settings: LeaseSettings;
+  command: string[];
+  token: string;
+  baseEnv: NodeJS.ProcessEnv;
+  log: Logger;
+  clock: Clock;
+  events: KeeperEvents;
+  random?: () => number;
+}
+
+export interface ItemResult {
+  workId: string;
+  outcome: Outcome;
+  exit: JobExit | null;
+  /** A fatal control-plane answer (401/403 → auth, 400 → config) that should end the daemon. */
+  fatal: 'auth' | 'config' | null;
+  /** The `--once` exit code for this item (spec §6). */
+  exitCode: number;
+}
+
+export class ItemLease {
+  private state: LeaseState = initialState();
+  private timer: NodeJS.Timeout | null = null;
+  private heartbeatAbort: AbortController | null = null;
+  private readonly reportAbort = new AbortController();
+  private group: ProcessGroup | null = null;
+  private readonly queue: LeaseEvent[] = [];
+  private dispatching = false;
+  private resolveDone!: (r: ItemResult) => void;
+  readonly done: Promise<ItemResult>;
+  private readonly log: Logger;
+
+  constructor(
+    readonly item: WorkItem,
+    private readonly ctx: ItemContext,
+  ) {
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.log = ctx.log.child({ work_id: item.id, session_id: item.data.id });
+  }
+
+  /** Takes the lease (first heartbeat), then runs the job; resolves `done` exactly once. */
+  start(): Promise<ItemResult> {
+    this.dispatch({ type: 'start', at: this.ctx.clock.now() });
+    return this.done;
+  }
+
+  /** Keeper got SIGTERM/SIGINT: drain the job while heartbeats go on. */
+  shutdown(): void {
+    this.dispatch({ type: 'shutdown', at: this.ctx.clock.now() });
+  }
+
+  /** A second signal: kill the job's group and end without reporting. */
+  shutdownNow(): void {
+    this.reportAbort.abort();
+    this.dispatch({ type: 'shutdown_now', at: this.ctx.clock.now() });
+  }
+
+  view(): LeaseView {
+    const now = this.ctx.clock.now();
+    const s = this.state;
+    return {
+      workId: this.item.id,
+      sessionId: this.item.data.id,
+      phase: s.phase,
+      leaseLeftMs: s.deadline === null || !s.leaseHeld ? null : s.deadline - now,
+      sinceAcceptedMs: s.lastAcceptedSentAt === null ? null : now - s.lastAcceptedSentAt,
+      intervalMs: s.intervalMs,
+      lastHeartbeatResult: s.lastResult,
+    };
+  }
+
+  /** Events are applied one at a time, in order, even when an action produces an event synchronously. */
+  private dispatch(event: LeaseEvent): void {
+    this.queue.push(event);
+    if (this.dispatching) return;
+    this.dispatching = true;
+    try {
+      for (let next = this.queue.shift(); next; next = this.queue.shift()) {
+        const t = transition(this.state, next, this.ctx.settings, { random: this.random, newId: randomUUID });
+        this.state = t.state;
+        for (const action of t.actions) this.perform(action);
+      }
+    } finally {
+      this.dispatching = false;
+    }
+    this.schedule();
+  }
+
+  private readonly random = (): number => (this.ctx.random ?? Math.random)();
+
+  /** One timer per item, always set to the machine's next wake time. */
+  private schedule(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const at = wakeAt(this.state, this.ctx.settings);
+    if (at === null) return;
+    const delay = Math.max(0, at - this.ctx.clock.now());
+    this.timer = setTimeout(() => this.dispatch({ type: 'tick', at: this.ctx.clock.now() }), Math.ceil(delay));
+  }
+
+  private perform(action: LeaseAction): void {
+    switch (action.type) {
+      case 'send_heartbeat':
+        this.sendHeartbeat(action);
+        return;
+      case 'abort_heartbeat':
+        this.heartbeatAbort?.abort();
+        this.heartbeatAbort = null;
+        return;
+      case 'spawn_job':
+        this.spawnJob();
+        return;
+      case 'signal_job':
+        this.log.info({ signal: action.signal, reason: action.reason, pgid: this.group?.pgid }, 'job_signaled');
+        if (action.reason === 'self_fenced') this.ctx.events.fence('signal');
+        this.signalGroup(() => this.group?.interrupt(action.signal));
+        return;
+      case 'kill_job':
+        this.log.warn({ reason: action.reason, pgid: this.group?.pgid }, 'job_killed');
+        if (action.reason === 'self_fenced') this.ctx.events.fence('kill');
+        this.signalGroup(() => this.group?.kill());
+        return;
+      case 'report':
+        void this.report(action.outcome, action.metadata, action.stop);
+        return;
+      case 'finish':
+        this.finish(action.outcome, action.exit, action.fatal, action.detail);
+        return;
+      case 'log':
+        this.log[action.level](action.fields, action.event);
+        return;
+    }
+  }
+
+  /** EPERM (a job that changed its user) must not break the keeper: log it; the fence and systemd remain. */
+  private signalGroup(send: () => unknown): void {
+    try {
+      send();
+    } catch (err) {
+      this.log.error({ err, pgid: this.group?.pgid }, 'job_signal_failed');
+    }
+  }
+
+  private sendHeartbeat(action: Extract<LeaseAction, { type: 'send_heartbeat' }>): void {
+    const abort = new AbortController();
+    this.heartbeatAbort = abort;
+    const sentAt = this.ctx.clock.now();
+    const timeoutMs = Math.max(1, action.cutoffAt - sentAt);
+    this.ctx.api
+      .heartbeat(
+        this.item.id,
+        { expectedLastHeartbeat: action.precondition, desiredTtlSeconds: action.desiredTtlSeconds, idempotencyKey: action.idempotencyKey },
+        { signal: abort.signal, timeoutMs },
+      )
+      .then(
+        (reply) => {
+          const v = reply.value;
+          this.ctx.events.heartbeat(v.lease_extended ? (v.state === 'stopping' ? 'stopping' : 'accepted') : 'not_extended', this.ctx.clock.now() - sentAt);
+          this.dispatch({
+            type: 'heartbeat_accepted',
+            at: this.ctx.clock.now(),
+            attemptId: action.attemptId,
+            reply: { lastHeartbeat: v.last_heartbeat, leaseExtended: v.lease_extended, state: v.state, ttlSeconds: v.ttl_seconds, requestId: reply.requestId },
+          });
+        },
+        (err: unknown) => {
+          const error = failureOf(err);
+          this.ctx.events.heartbeat(error.kind, this.ctx.clock.now() - sentAt);
+          this.dispatch({ type: 'heartbeat_failed', at: this.ctx.clock.now(), attemptId: action.attemptId, error });
+        },
+      );
+  }
+
+  private spawnJob(): void {
+    const env = jobEnvironment(this.ctx.baseEnv, this.item, this.ctx.token);
+    try {
+      const group = ProcessGroup.start({ command: this.ctx.command, env });
+      this.group = group;
+      if (!group.parentDeathSignal) {
+        this.log.warn({}, 'no_parent_death_signal: setpriv not found; if the keeper is SIGKILLed outside systemd the job keeps running');
+      }
+      this.dispatch({ type: 'job_started', at: this.ctx.clock.now(), pid: group.pid });
+      // "Stopped" means the whole group is gone, not merely the leader.
+      void group.exited.then(async (exit) => {
+        if (await leftBehind(group)) this.stopLeftovers(group, exit);
+        await group.empty;
+        this.dispatch({ type: 'job_exited', at: this.ctx.clock.now(), exit });
+      });
+    } catch (err) {
+      const code = err instanceof SpawnError ? err.code : 126;
+      const message = err instanceof Error ? err.message : String(err);
+      this.dispatch({ type: 'spawn_failed', at: this.ctx.clock.now(), code, message });
+    }
+  }
+
+  /**
+   * The leader exited but members of its group live on (a daemonized helper, a backgrounded step): they
+   * are part of the job, and the job may not outlive the lease, so they get the stop signal and grace.
+   * Until they are gone the machine still sees a running job, so its fence still applies.
+   */
+  private stopLeftovers(group: ProcessGroup, exit: JobExit): void {
+    this.log.warn({ pgid: group.pgid, exit_code: exit.code, signal: exit.signal }, 'job_left_processes: stopping the rest of its group');
+    group.stop({ signal: this.ctx.settings.stopSignal, graceMs: this.ctx.settings.graceMs }).catch((err: unknown) => {
+      this.log.error({ err, pgid: group.pgid }, 'job_group_stop_failed');
+    });
+  }
+
+  /** Writes the outcome into the item's metadata, then stops it (and confirms if it was `stopping`). */
+  private async report(outcome: Outcome, metadata: Record<string, string>, stop: boolean): Promise<void> {
+    const signal = this.reportAbort.signal;
+    const onRetry = (err: unknown, attempt: number): void =>
+      this.log.warn({ err, attempt }, 'report_retry');
+    try {
+      await retryTransient(() => this.ctx.api.updateMetadata(this.item.id, metadata, { signal, timeoutMs: 10_000 }), { retries: 4, signal, onRetry });
+    } catch (err) {
+      this.log.warn({ err }, 'metadata_not_written');
+    }
+    if (stop && !signal.aborted) {
+      try {
+        let reply = await retryTransient(() => this.ctx.api.stop(this.item.id, {}, { signal, timeoutMs: 10_000 }), { retries: 6, signal, onRetry });
+        if (reply.value.state === 'stopping') {
+          // The first stop moved active → stopping; the second confirms stopping → stopped.
+          reply = await retryTransient(() => this.ctx.api.stop(this.item.id, {}, { signal, timeoutMs: 10_000 }), { retries: 6, signal, onRetry });
+        }
+        this.log.info({ state: reply.value.state, request_id: reply.requestId, outcome }, 'stopped');
+      } catch (err) {
+        this.log.error({ err, outcome }, 'stop_not_reported');
+      }
+    } else if (!stop) {
+      this.log.info({ outcome }, 'released');
+    }
+    this.dispatch({ type: 'reported', at: this.ctx.clock.now() });
+  }
+
+  private finish(outcome: Outcome, exit: JobExit | null, fatal: 'auth' | 'config' | null, detail: string | null): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.heartbeatAbort?.abort();
+    const exitCode = fatal === 'auth' ? EXIT.auth : fatal === 'config' ? EXIT.config : exitCodeFor(outcome, exit, signalNumber);
+    this.ctx.events.outcome(outcome);
+    this.log.info({ outcome, exit_code: exit?.code ?? null, signal: exit?.signal ?? null, detail, fatal }, 'item_finished');
+    this.resolveDone({ workId: this.item.id, outcome, exit, fatal, exitCode });
+  }
+}
+
+/** True when members of the group are still alive a moment after the leader exited. */
+async function leftBehind(group: ProcessGroup): Promise<boolean> {
+  const settled = await Promise.race([group.empty.then(() => true), sleep(100).then(() => false)]);
+  return !settled;
+}
+
+function signalNumber(name: NodeJS.Signals): number {
+  return osConstants.signals[name] ?? 0;
+}
+
+/** Any failure of a heartbeat call, as the machine sees it. A non-ApiError is a bug: retried, and logged. */
+function failureOf(err: unknown): HeartbeatFailure {
+  if (err instanceof ApiError) {
+    return { kind: err.kind, message: err.message, status: err.status, retryAfterMs: err.retryAfterMs, requestId: err.requestId };
+  }
+  return { kind: 'transient', message: err instanceof Error ? `${err.name}: ${err.message}` : String(err) };
+}
