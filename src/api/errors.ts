@@ -21,8 +21,10 @@ export interface ApiErrorDetails {
   requestId?: string;
   /** Milliseconds from Retry-After (seconds or HTTP date), when the server sent one. */
   retryAfterMs?: number;
-  /** Which call failed: 'poll', 'ack', 'heartbeat', 'get', 'update_metadata', 'stop'. */
+  /** Which call failed: 'poll', 'ack', 'heartbeat', 'get', 'update_metadata', 'stop', 'stats'. */
   operation?: string;
+  /** The work item the call was about, when it had one. */
+  workId?: string;
   cause?: unknown;
 }
 
@@ -34,6 +36,7 @@ export class ApiError extends Error {
   readonly requestId?: string;
   readonly retryAfterMs?: number;
   readonly operation?: string;
+  readonly workId?: string;
 
   constructor(kind: ApiErrorKind, message: string, details: ApiErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -43,6 +46,7 @@ export class ApiError extends Error {
     this.requestId = details.requestId;
     this.retryAfterMs = details.retryAfterMs;
     this.operation = details.operation;
+    this.workId = details.workId;
   }
 }
 

@@ -38,3 +38,12 @@ export interface Reply<T> {
   status: number;
   requestId: string;
 }
+
+/** Reply to GET …/work/stats (`type: "work_queue_stats"`). */
+export interface WorkQueueStats {
+  type: 'work_queue_stats';
+  depth: number;
+  pending: number;
+  oldest_queued_at: string | null;
+  workers_polling: number;
+}

@@ -1,0 +1,477 @@
+/**
+ * The control-plane client: one method per work endpoint, each one HTTP exchange, no retries.
+ *
+ * Every call either resolves a `Reply<T>` whose value passed validation (parse.ts) or rejects with an
+ * ApiError (errors.ts); nothing else escapes. Deadlines are AbortSignals (undici's own header/body
+ * timers tick in whole seconds, so they are switched off). The token lives in a private field and is
+ * scrubbed from every piece of server text that reaches an error message.
+ */
+import { randomUUID } from 'node:crypto';
+import { Pool, type Dispatcher } from 'undici';
+import {
+  errorForFailure,
+  errorForStatus,
+  makeScrubber,
+  malformed,
+  parseRetryAfter,
+  sanitizeRequestId,
+  type AbortCause,
+  type CallContext,
+  type Operation,
+} from './classify.js';
+import { ApiError, BadRequestError, MalformedReplyError } from './errors.js';
+import {
+  ENV_ID_RE,
+  ReplyShapeError,
+  WORK_ID_RE,
+  describeJson,
+  parseErrorEnvelope,
+  parseHeartbeat,
+  parseStats,
+  parseWorkItem,
+  parseWorkItemOrNull,
+} from './parse.js';
+import type { Reply, WorkHeartbeat, WorkItem, WorkQueueStats } from './types.js';
+
+/** The most reply body we read; a bigger 2xx body is malformed. */
+export const MAX_REPLY_BYTES = 1024 * 1024;
+/** Deadline of a call when the caller gives none (poll adds its block_ms). */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** The longest delay setTimeout accepts. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export interface WorkApiOptions {
+  /** Gateway origin, e.g. `https://api.qoder.com` (a path prefix is kept; `/api/v1/cloud/...` is appended). */
+  apiUrl: string;
+  /** Bearer token. Never logged, never in a message. */
+  token: string;
+  /** `env_…` */
+  environmentId: string;
+  /** Defaults to a keep-alive undici Pool for the origin (no connection cap), closed by close(); an injected one is never closed. */
+  dispatcher?: Dispatcher;
+  userAgent?: string;
+  /** Deadline of a call without `timeoutMs`. Default 30 000 ms (poll: block_ms + this). */
+  defaultTimeoutMs?: number;
+}
+
+/** Per-call options: the caller's signal (e.g. the lease's) and a deadline in milliseconds. */
+export interface CallOptions {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export interface PollParams {
+  workerId: string;
+  /** 1..999; default 999. */
+  blockMs?: number;
+  /** Redeliver items delivered but not acked for this long (server default 5000). */
+  reclaimOlderThanMs?: number;
+}
+
+export interface HeartbeatParams {
+  /** `NO_HEARTBEAT` or the previous reply's `last_heartbeat`, sent byte for byte. */
+  expectedLastHeartbeat: string;
+  desiredTtlSeconds: number;
+  /** Same key for every retry of one heartbeat. */
+  idempotencyKey: string;
+}
+
+const DEFAULT_USER_AGENT = `qoder-lease-keeper (node ${process.version})`;
+// Visible ASCII, inner spaces allowed: safe as an HTTP header value.
+const HEADER_VALUE_RE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+interface CallSpec<T> {
+  operation: Operation;
+  workId?: string;
+  method: 'GET' | 'POST';
+  /** Below `…/work`, already encoded. */
+  path: string;
+  headers?: Record<string, string>;
+  body?: string;
+  parse: (value: unknown) => T;
+  defaultTimeoutMs: number;
+}
+
+export class WorkApi {
+  readonly origin: string;
+  readonly environmentId: string;
+  readonly #basePath: string;
+  readonly #token: string;
+  readonly #dispatcher: Dispatcher;
+  readonly #ownsDispatcher: boolean;
+  readonly #userAgent: string;
+  readonly #defaultTimeoutMs: number;
+  readonly #scrub: (text: string) => string;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: WorkApiOptions) {
+    const { apiUrl, token, environmentId } = options;
+    let url: URL;
+    try {
+      url = new URL(apiUrl);
+    } catch {
+      throw new BadRequestError('apiUrl is not a valid URL; set QODER_API_URL to the gateway origin, e.g. https://api.qoder.com');
+    }
+    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+      throw new BadRequestError(`apiUrl must be an http(s) origin without query, fragment or credentials, got ${url.protocol}//${url.host}; set QODER_API_URL`);
+    }
+    if (typeof token !== 'string' || !HEADER_VALUE_RE.test(token) || token.length > 8192) {
+      throw new BadRequestError('the token is empty or contains characters not allowed in an HTTP header; check QODER_PAT');
+    }
+    if (typeof environmentId !== 'string' || !ENV_ID_RE.test(environmentId)) {
+      throw new BadRequestError('environmentId must be env_ followed by 1 to 128 of [A-Za-z0-9_-]; check QODER_ENVIRONMENT_ID');
+    }
+    const timeout = options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!isPositiveFinite(timeout)) throw new BadRequestError('defaultTimeoutMs must be a positive number of milliseconds');
+
+    this.origin = url.origin;
+    this.environmentId = environmentId;
+    this.#basePath = `${url.pathname.replace(/\/+$/, '')}/api/v1/cloud/environments/${environmentId}/work`;
+    this.#token = token;
+    this.#scrub = makeScrubber(token);
+    this.#userAgent = options.userAgent ?? DEFAULT_USER_AGENT;
+    if (!HEADER_VALUE_RE.test(this.#userAgent)) throw new BadRequestError('userAgent contains characters not allowed in an HTTP header');
+    this.#defaultTimeoutMs = timeout;
+    this.#ownsDispatcher = options.dispatcher === undefined;
+    this.#dispatcher =
+      options.dispatcher ??
+      // Keep-alive with undici's idle defaults and no connection cap (one per concurrent call).
+      // Deadlines are AbortSignals; undici's own timers tick in whole seconds, so they are off.
+      new Pool(this.origin, { headersTimeout: 0, bodyTimeout: 0 });
+  }
+
+  /** GET …/work/poll: a queued item, or null when none arrived within `blockMs`. */
+  async poll(params: PollParams, opts: CallOptions = {}): Promise<Reply<WorkItem | null>> {
+    const blockMs = params.blockMs ?? 999;
+    const query = [`block_ms=${intParam('poll', 'blockMs', blockMs, 1, 999)}`];
+    if (params.reclaimOlderThanMs !== undefined) {
+      query.push(`reclaim_older_than_ms=${intParam('poll', 'reclaimOlderThanMs', params.reclaimOlderThanMs, 0, Number.MAX_SAFE_INTEGER)}`);
+    }
+    return this.#call(
+      {
+        operation: 'poll',
+        method: 'GET',
+        path: `/poll?${query.join('&')}`,
+        headers: { 'worker-id': headerParam('poll', 'workerId', params.workerId) },
+        parse: (v) => this.#checkItem(parseWorkItemOrNull(v)),
+        defaultTimeoutMs: blockMs + this.#defaultTimeoutMs,
+      },
+      opts,
+    );
+  }
+
+  /** POST …/work/{id}/ack with the same Worker-ID as the poll. 409: someone else has it. */
+  async ack(workId: string, params: { workerId: string }, opts: CallOptions = {}): Promise<Reply<WorkItem>> {
+    const id = workIdParam('ack', workId);
+    return this.#call(
+      {
+        operation: 'ack',
+        workId: id,
+        method: 'POST',
+        path: `/${id}/ack`,
+        headers: { 'worker-id': headerParam('ack', 'workerId', params.workerId) },
+        parse: (v) => this.#checkItem(parseWorkItem(v), id),
+        defaultTimeoutMs: this.#defaultTimeoutMs,
+      },
+      opts,
+    );
+  }
+
+  /**
+   * POST …/work/{id}/heartbeat?expected_last_heartbeat=…&desired_ttl_seconds=… with an Idempotency-Key.
+   * 412: the lease is lost. 409: the item is stopped or queued.
+   */
+  async heartbeat(workId: string, params: HeartbeatParams, opts: CallOptions = {}): Promise<Reply<WorkHeartbeat>> {
+    const id = workIdParam('heartbeat', workId);
+    const expected = params.expectedLastHeartbeat;
+    if (typeof expected !== 'string' || expected.length === 0 || expected.length > 256) {
+      throw invalidArg('heartbeat', 'expectedLastHeartbeat', 'must be NO_HEARTBEAT or the previous last_heartbeat (1 to 256 characters)');
+    }
+    let encoded: string;
+    try {
+      encoded = encodeURIComponent(expected);
+    } catch {
+      throw invalidArg('heartbeat', 'expectedLastHeartbeat', 'is not well-formed Unicode');
+    }
+    const ttl = intParam('heartbeat', 'desiredTtlSeconds', params.desiredTtlSeconds, 1, Number.MAX_SAFE_INTEGER);
+    return this.#call(
+      {
+        operation: 'heartbeat',
+        workId: id,
+        method: 'POST',
+        path: `/${id}/heartbeat?expected_last_heartbeat=${encoded}&desired_ttl_seconds=${ttl}`,
+        headers: { 'idempotency-key': headerParam('heartbeat', 'idempotencyKey', params.idempotencyKey) },
+        parse: parseHeartbeat,
+        defaultTimeoutMs: this.#defaultTimeoutMs,
+      },
+      opts,
+    );
+  }
+
+  /** GET …/work/{id}. */
+  async get(workId: string, opts: CallOptions = {}): Promise<Reply<WorkItem>> {
+    const id = workIdParam('get', workId);
+    return this.#call(
+      {
+        operation: 'get',
+        workId: id,
+        method: 'GET',
+        path: `/${id}`,
+        parse: (v) => this.#checkItem(parseWorkItem(v), id),
+        defaultTimeoutMs: this.#defaultTimeoutMs,
+      },
+      opts,
+    );
+  }
+
+  /** POST …/work/{id} with `{metadata}`: a string upserts a key, null deletes it. */
+  async updateMetadata(workId: string, metadata: Record<string, string | null>, opts: CallOptions = {}): Promise<Reply<WorkItem>> {
+    const id = workIdParam('update_metadata', workId);
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
+      throw invalidArg('update_metadata', 'metadata', `must be an object, got ${describeJson(metadata)}`);
+    }
+    for (const [k, v] of Object.entries(metadata)) {
+      if (v !== null && typeof v !== 'string') throw invalidArg('update_metadata', `metadata[${JSON.stringify(k.slice(0, 64))}]`, 'must be a string or null');
+    }
+    return this.#call(
+      {
+        operation: 'update_metadata',
+        workId: id,
+        method: 'POST',
+        path: `/${id}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ metadata }),
+        parse: (v) => this.#checkItem(parseWorkItem(v), id),
+        defaultTimeoutMs: this.#defaultTimeoutMs,
+      },
+      opts,
+    );
+  }
+
+  /** POST …/work/{id}/stop: graceful (no body) unless `force` is true (`{"force":true}`). */
+  async stop(workId: string, params: { force?: boolean } = {}, opts: CallOptions = {}): Promise<Reply<WorkItem>> {
+    const id = workIdParam('stop', workId);
+    if (params.force !== undefined && typeof params.force !== 'boolean') throw invalidArg('stop', 'force', 'must be a boolean');
+    const force = params.force === true;
+    return this.#call(
+      {
+        operation: 'stop',
+        workId: id,
+        method: 'POST',
+        path: `/${id}/stop`,
+        ...(force ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ force: true }) } : {}),
+        parse: (v) => this.#checkItem(parseWorkItem(v), id),
+        defaultTimeoutMs: this.#defaultTimeoutMs,
+      },
+      opts,
+    );
+  }
+
+  /** GET …/work/stats. */
+  async stats(opts: CallOptions = {}): Promise<Reply<WorkQueueStats>> {
+    return this.#call({ operation: 'stats', method: 'GET', path: '/stats', parse: parseStats, defaultTimeoutMs: this.#defaultTimeoutMs }, opts);
+  }
+
+  /** Closes the dispatcher if this client created it (waits for calls in flight); an injected one is left alone. */
+  close(): Promise<void> {
+    if (!this.#ownsDispatcher) return Promise.resolve();
+    this.#closing ??= this.#dispatcher.close();
+    return this.#closing;
+  }
+
+  /** Items must belong to our environment and, when we asked about one, be that one. */
+  #checkItem<T extends WorkItem | null>(item: T, expectedId?: string): T {
+    if (item === null) return item;
+    if (item.environment_id !== this.environmentId) throw new ReplyShapeError('environment_id', `is ${item.environment_id}, not ${this.environmentId}`);
+    if (expectedId !== undefined && item.id !== expectedId) throw new ReplyShapeError('id', `is ${item.id}, not the requested ${expectedId}`);
+    return item;
+  }
+
+  async #call<T>(spec: CallSpec<T>, opts: CallOptions): Promise<Reply<T>> {
+    const ourRequestId = randomUUID();
+    const ctx: CallContext = {
+      operation: spec.operation,
+      workId: spec.workId,
+      environmentId: this.environmentId,
+      origin: this.origin,
+      requestId: ourRequestId,
+      scrub: this.#scrub,
+    };
+    const timeoutMs = opts.timeoutMs ?? spec.defaultTimeoutMs;
+    if (!isPositiveFinite(timeoutMs)) throw invalidArg(spec.operation, 'timeoutMs', 'must be a positive number of milliseconds');
+    const deadline = linkDeadline(opts.signal, timeoutMs);
+    try {
+      if (deadline.cause() !== undefined) throw errorForFailure(opts.signal?.reason, deadline.cause(), ctx, 'request');
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await this.#dispatcher.request({
+          origin: this.origin,
+          path: this.#basePath + spec.path,
+          method: spec.method,
+          headers: {
+            authorization: `Bearer ${this.#token}`,
+            'x-request-id': ourRequestId,
+            'user-agent': this.#userAgent,
+            accept: 'application/json',
+            ...spec.headers,
+          },
+          body: spec.body ?? null,
+          signal: deadline.signal,
+          headersTimeout: 0,
+          bodyTimeout: 0,
+        });
+      } catch (err) {
+        throw errorForFailure(err, deadline.cause(), ctx, 'request');
+      }
+      const status = res.statusCode;
+      const ok = status >= 200 && status <= 299;
+      ctx.requestId = sanitizeRequestId(res.headers['x-request-id'], this.#scrub) ?? ourRequestId;
+
+      let body: Body;
+      try {
+        body = await readBody(res, MAX_REPLY_BYTES);
+      } catch (err) {
+        if (deadline.cause() !== undefined) throw errorForFailure(err, deadline.cause(), ctx, 'body');
+        if (ok) throw malformed(ctx, status, 'the connection closed before the whole body arrived (truncated reply)', err);
+        body = { tooBig: false, bytes: new Uint8Array(0) }; // the status alone decides
+      }
+
+      if (!ok) {
+        const envelope = body.tooBig ? {} : parseErrorEnvelope(tryJson(body.bytes));
+        if (ctx.requestId === ourRequestId) ctx.requestId = sanitizeRequestId(envelope.requestId, this.#scrub) ?? ourRequestId;
+        throw errorForStatus(status, envelope, parseRetryAfter(res.headers['retry-after']), ctx);
+      }
+      if (body.tooBig) throw malformed(ctx, status, `the body is larger than ${MAX_REPLY_BYTES} bytes`);
+      let text: string;
+      try {
+        text = new TextDecoder('utf-8', { fatal: true }).decode(body.bytes);
+      } catch (err) {
+        throw malformed(ctx, status, 'the body is not valid UTF-8', err);
+      }
+      if (text.trim() === '') throw malformed(ctx, status, 'the body is empty');
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch (err) {
+        throw malformed(ctx, status, 'the body is not JSON', err);
+      }
+      try {
+        return { value: spec.parse(json), status, requestId: ctx.requestId };
+      } catch (err) {
+        if (err instanceof ReplyShapeError) throw malformed(ctx, status, `its ${err.message}`, err);
+        throw malformed(ctx, status, 'its body could not be validated', err);
+      }
+    } catch (err) {
+      // Anything that is not already an ApiError is a bug here; still, never let it escape as-is.
+      if (err instanceof ApiError) throw err;
+      throw errorForFailure(err, deadline.cause(), ctx, 'request');
+    } finally {
+      deadline.dispose();
+    }
+  }
+}
+
+interface Body {
+  tooBig: boolean;
+  bytes: Uint8Array;
+}
+
+/** Reads at most `limit` bytes; a bigger body (by Content-Length or by count) is dropped and reported as too big. */
+async function readBody(res: Dispatcher.ResponseData, limit: number): Promise<Body> {
+  const declared = Number(res.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) {
+    res.body.destroy();
+    return { tooBig: true, bytes: new Uint8Array(0) };
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > limit) {
+      res.body.destroy();
+      return { tooBig: true, bytes: new Uint8Array(0) };
+    }
+    chunks.push(chunk);
+  }
+  return { tooBig: false, bytes: Buffer.concat(chunks, total) };
+}
+
+function tryJson(bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+interface Deadline {
+  signal: AbortSignal;
+  /** Why the signal fired, if it did: the caller's signal wins over our timer. */
+  cause(): AbortCause | undefined;
+  dispose(): void;
+}
+
+/**
+ * The caller's signal plus a timer, as one signal. Equivalent to `AbortSignal.any([signal,
+ * AbortSignal.timeout(ms)])`, but the timer is cleared and the listener removed as soon as the call
+ * ends, so a long-lived lease signal does not collect one dependant per heartbeat.
+ */
+function linkDeadline(callerSignal: AbortSignal | undefined, timeoutMs: number): Deadline {
+  const controller = new AbortController();
+  let cause: AbortCause | undefined;
+  const onCallerAbort = (): void => {
+    cause ??= { kind: 'caller' };
+    controller.abort(callerSignal?.reason);
+  };
+  if (callerSignal?.aborted) onCallerAbort();
+  else callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+  const timer = setTimeout(
+    () => {
+      cause ??= { kind: 'timeout', timeoutMs };
+      controller.abort(new DOMException(`no reply within ${timeoutMs} ms`, 'TimeoutError'));
+    },
+    Math.min(Math.ceil(timeoutMs), MAX_TIMER_MS),
+  );
+  timer.unref();
+  return {
+    signal: controller.signal,
+    cause: () => cause,
+    dispose: () => {
+      clearTimeout(timer);
+      callerSignal?.removeEventListener('abort', onCallerAbort);
+    },
+  };
+}
+
+function isPositiveFinite(n: unknown): n is number {
+  return typeof n === 'number' && Number.isFinite(n) && n > 0;
+}
+
+function invalidArg(operation: Operation, name: string, problem: string): BadRequestError {
+  return new BadRequestError(`${operation}: not sent: ${name} ${problem}`, { operation });
+}
+
+function intParam(operation: Operation, name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw invalidArg(operation, name, max === Number.MAX_SAFE_INTEGER ? `must be an integer >= ${min}` : `must be an integer in ${min}..${max}`);
+  }
+  return value;
+}
+
+function headerParam(operation: Operation, name: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length > 256 || !HEADER_VALUE_RE.test(value)) {
+    throw invalidArg(operation, name, 'must be 1 to 256 visible ASCII characters');
+  }
+  return value;
+}
+
+/** A work id is checked before it goes anywhere near a URL path. */
+function workIdParam(operation: Operation, workId: unknown): string {
+  if (typeof workId !== 'string' || !WORK_ID_RE.test(workId)) {
+    const shown = typeof workId === 'string' ? JSON.stringify(workId.slice(0, 64)) : describeJson(workId);
+    throw new MalformedReplyError(`${operation}: not sent: work id ${shown} is not work_ followed by 1 to 128 of [A-Za-z0-9_-]; drop the item`, {
+      operation,
+    });
+  }
+  return workId;
+}
