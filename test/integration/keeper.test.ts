@@ -10,6 +10,7 @@ import {
   TOKEN,
   alive,
   emulator,
+  jobStarted,
   readRecords,
   recordingJob,
   scratch,
@@ -74,7 +75,7 @@ describe('lease-keeper run --once', () => {
   it('412 (takeover): job stopped at once, no more heartbeats, no stop, exit 75', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job] });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     await k.waitForMsg('heartbeat');
     emu.takeover(item!.id);
     const lost = await k.waitForMsg('lease_lost');
@@ -92,7 +93,7 @@ describe('lease-keeper run --once', () => {
   it('409 (forced stop): job stopped, no confirmation, exit = job code', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job] });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     emu.requestStop(item!.id, { force: true });
     await k.waitForMsg('stopped_by_server');
     const { code } = await k.exit();
@@ -106,11 +107,11 @@ describe('lease-keeper run --once', () => {
     const [item] = emu.queue({ count: 1 });
     const slowDrain = join(dir, 'slow-drain.sh');
     await import('node:fs').then((fs) => {
-      fs.writeFileSync(slowDrain, `#!/usr/bin/env bash\necho "start $LEASE_KEEPER_WORK_ID $(date +%s%3N)" >> "$RECORD"\ntrap 'sleep 2.5; echo "end $LEASE_KEEPER_WORK_ID $(date +%s%3N) term" >> "$RECORD"; exit 0' TERM\nwhile true; do sleep 0.05 & wait $!; done\n`);
+      fs.writeFileSync(slowDrain, `#!/usr/bin/env bash\ntrap 'sleep 2.5; echo "end $LEASE_KEEPER_WORK_ID $(date +%s%3N) term" >> "$RECORD"; exit 0' TERM\necho "start $LEASE_KEEPER_WORK_ID $(date +%s%3N)" >> "$RECORD"\nwhile true; do sleep 0.05 & wait $!; done\n`);
       fs.chmodSync(slowDrain, 0o755);
     });
     const k = keeper({ command: [slowDrain], env: { LEASE_KEEPER_STOP_GRACE_SECONDS: '10' } });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     emu.requestStop(item!.id);
     const requested = await k.waitForMsg('stop_requested');
     const { code } = await k.exit();
@@ -129,7 +130,7 @@ describe('lease-keeper run --once', () => {
   it('lease_extended false: lease lost, exit 75', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job] });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     emu.injectFault({ endpoint: 'heartbeat', kind: 'not_extended', work_id: item!.id });
     await k.waitFor((l) => l.msg === 'lease_lost' && String(l.reason).includes('lease_extended'));
     expect((await k.exit()).code).toBe(75);
@@ -138,7 +139,7 @@ describe('lease-keeper run --once', () => {
   it('transient 5xx and 429 bursts: retried with the same precondition, then recovered', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job], env: { JOB_SECONDS: '4' } });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     emu.injectFault({ endpoint: 'heartbeat', kind: 'status', status: 503, times: 2 });
     await k.waitForMsg('heartbeat_retry');
     emu.injectFault({ endpoint: 'heartbeat', kind: 'rate_limit', retry_after_s: 0, times: 1 });
@@ -155,7 +156,7 @@ describe('lease-keeper run --once', () => {
   it('reply dropped after the server applied it: the next beat gets 412 and the job is stopped (documented limit)', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job] });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     await k.waitForMsg('heartbeat');
     emu.injectFault({ endpoint: 'heartbeat', kind: 'drop_reply', work_id: item!.id });
     await k.waitForMsg('lease_lost');
@@ -168,7 +169,7 @@ describe('lease-keeper run --once', () => {
   it('network hang: self-fenced, the whole group dead before the lease deadline with the margin kept', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job], env: { JOB_MODE: 'ignore-term' } });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     await k.waitForMsg('heartbeat');
     emu.injectFault({ endpoint: 'heartbeat', kind: 'hang', times: 0 });
     await k.waitFor((l) => l.msg === 'fenced' && l.step === 'kill');
@@ -188,7 +189,7 @@ describe('lease-keeper run --once', () => {
   it('a job that ignores SIGTERM, with a grandchild: the whole group is SIGKILLed after the grace', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job], env: { JOB_MODE: 'ignore-term', LEASE_KEEPER_STOP_GRACE_SECONDS: '1' } });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     await sleep(200);
     emu.requestStop(item!.id);
     await k.waitForMsg('job_killed');
@@ -203,7 +204,7 @@ describe('lease-keeper run --once', () => {
   it('SIGTERM to the keeper mid-job: drains the job with heartbeats, stops the item, exits 0', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job] });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     k.child.kill('SIGTERM');
     const { code } = await k.exit();
     expect(code).toBe(0);
@@ -215,7 +216,7 @@ describe('lease-keeper run --once', () => {
   it('SIGTERM with on-shutdown=release: the item is left to its lease (not stopped)', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job], env: { LEASE_KEEPER_ON_SHUTDOWN: 'release' } });
-    await k.waitForMsg('job_started');
+    await jobStarted(record);
     k.child.kill('SIGTERM');
     expect((await k.exit()).code).toBe(0);
     expect(emu.item(item!.id).state).toBe('active');

@@ -145,13 +145,16 @@ export function recordingJob(dir: string): string {
     path,
     `#!/usr/bin/env bash
 now() { date +%s%3N; }
-echo "start $LEASE_KEEPER_WORK_ID $(now)" >> "$RECORD"
+# Traps first, then the start record: a test that waits for the record knows the job is ready for signals.
 if [ "$JOB_MODE" = "ignore-term" ]; then
   trap '' TERM
-  bash -c 'trap "" TERM; echo $$ > "$RECORD.grandchild"; while true; do sleep 0.1; done' &
+  bash -c 'trap "" TERM; echo $$ > "$RECORD.grandchild.tmp"; mv "$RECORD.grandchild.tmp" "$RECORD.grandchild"; while true; do sleep 0.1; done' &
+  while [ ! -s "$RECORD.grandchild" ]; do sleep 0.01; done
+  echo "start $LEASE_KEEPER_WORK_ID $(now)" >> "$RECORD"
   while true; do sleep 0.1; done
 fi
 trap 'echo "end $LEASE_KEEPER_WORK_ID $(now) term" >> "$RECORD"; exit 0' TERM
+echo "start $LEASE_KEEPER_WORK_ID $(now)" >> "$RECORD"
 end=$(( $(now) + \${JOB_SECONDS:-30} * 1000 ))
 while [ "$(now)" -lt "$end" ]; do sleep 0.05 & wait $!; done
 echo "end $LEASE_KEEPER_WORK_ID $(now) done" >> "$RECORD"
@@ -184,6 +187,17 @@ export function readRecords(file: string): JobRecord[] {
     }
   }
   return runs;
+}
+
+/** Resolves once the job for `workId` (any, when omitted) has written its start record. */
+export async function jobStarted(file: string, workId?: string, timeoutMs = 20_000): Promise<JobRecord> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const run = readRecords(file).find((r) => workId === undefined || r.workId === workId);
+    if (run) return run;
+    if (Date.now() > until) throw new Error(`no job start record in ${file} after ${timeoutMs} ms`);
+    await sleep(20);
+  }
 }
 
 /** True while a process with this pid exists (and is not a zombie). */
