@@ -7,8 +7,12 @@ import type { Outcome } from '../lease/outcome.js';
 export interface LeaseView {
   workId: string;
   sessionId: string;
-  /** acquiring | held | draining | fencing | ending (see src/lease) */
-  phase: string;
+  /**
+   * acquiring (first heartbeat, no job yet) | held (job running, lease kept) | draining (job asked to stop,
+   * heartbeats go on) | fencing (heartbeats failing, job being stopped before the deadline) | ending (lease
+   * lost or job gone: reporting or done).
+   */
+  phase: 'acquiring' | 'held' | 'draining' | 'fencing' | 'ending';
   /** Local deadline minus now; negative once passed; null before the lease is held. */
   leaseLeftMs: number | null;
   /** Time since the last accepted heartbeat's send time; null before the first. */

@@ -91,7 +91,7 @@ export class ItemLease {
     return {
       workId: this.item.id,
       sessionId: this.item.data.id,
-      phase: s.phase,
+      phase: viewPhase(s),
       leaseLeftMs: s.deadline === null || !s.leaseHeld ? null : s.deadline - now,
       sinceAcceptedMs: s.lastAcceptedSentAt === null ? null : now - s.lastAcceptedSentAt,
       intervalMs: s.intervalMs,
@@ -270,6 +270,24 @@ export class ItemLease {
     this.ctx.events.outcome(outcome);
     this.log.info({ outcome, exit_code: exit?.code ?? null, signal: exit?.signal ?? null, detail, fatal }, 'item_finished');
     this.resolveDone({ workId: this.item.id, outcome, exit, fatal, exitCode });
+  }
+}
+
+/**
+ * The machine's phase in the snapshot's words: a stopping job is `draining` while its lease is kept
+ * (heartbeats must go on), `fencing` while the lease may be slipping away, `ending` once it is lost.
+ */
+function viewPhase(s: LeaseState): LeaseView['phase'] {
+  switch (s.phase) {
+    case 'acquiring':
+    case 'held':
+      return s.phase;
+    case 'stopping':
+      if (s.loss === null) return 'draining';
+      return s.loss === 'self_fenced' ? 'fencing' : 'ending';
+    case 'reporting':
+    case 'done':
+      return 'ending';
   }
 }
 
