@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addConfigOptions } from '../config/index.js';
 import { processIO, type CliIO } from './io.js';
@@ -9,6 +10,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   let result: Promise<number> = Promise.resolve(0);
   const program = new Command('lease-keeper')
     .description('Holds the lease of Qoder self-hosted work items while your job runs, and stops the job when the lease is gone.')
+    .version(packageVersion(), '-V, --version')
     .enablePositionalOptions() // so that `run -- <command> --flag` leaves the job's flags alone
     .showHelpAfterError()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
@@ -61,4 +63,14 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     throw err;
   }
   return result;
+}
+
+/** The version of the installed package (dist/cli/main.js → ../../package.json). */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
