@@ -18,6 +18,8 @@ import {
 } from './errors.js';
 import type { ErrorEnvelope } from './parse.js';
 
+export { makeScrubber } from '../redact.js';
+
 export type Operation = 'poll' | 'ack' | 'heartbeat' | 'get' | 'update_metadata' | 'stop' | 'stats';
 
 /** What the classifier needs to know about the call that failed. */
@@ -32,14 +34,7 @@ export interface CallContext {
   scrub: (text: string) => string;
 }
 
-const REDACTED = '[redacted]';
 export const SERVER_TEXT_MAX = 300;
-
-/** Builds the scrubber for one token. Longest form first, so a partial replacement cannot leave a piece behind. */
-export function makeScrubber(token: string): (text: string) => string {
-  const forms = [...new Set([token, encodeURIComponent(token)])].filter((f) => f.length > 0).sort((a, b) => b.length - a.length);
-  return (text) => forms.reduce((acc, form) => acc.split(form).join(REDACTED), text);
-}
 
 // Line breaks and tabs become spaces; every other C0, DEL and C1 control character, the Unicode
 // line/paragraph separators and the bidi controls are deleted (so they cannot split a token either).

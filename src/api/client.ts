@@ -128,7 +128,7 @@ export class WorkApi {
     this.environmentId = environmentId;
     this.#basePath = `${url.pathname.replace(/\/+$/, '')}/api/v1/cloud/environments/${environmentId}/work`;
     this.#token = token;
-    this.#scrub = makeScrubber(token);
+    this.#scrub = makeScrubber([token]);
     this.#userAgent = options.userAgent ?? DEFAULT_USER_AGENT;
     if (!HEADER_VALUE_RE.test(this.#userAgent)) throw new BadRequestError('userAgent contains characters not allowed in an HTTP header');
     this.#defaultTimeoutMs = timeout;

@@ -1,3 +1,4 @@
+import { ENV_ID_RE } from '../api/parse.js';
 import { startEmulator } from '../emulator/index.js';
 import type { CliIO } from './io.js';
 
@@ -25,7 +26,7 @@ export async function emulatorCommand(flags: Record<string, unknown>, io: CliIO,
     return fail(`--ttl-override must be an integer 1..600 seconds (got "${ttlRaw}")`);
   }
   const environmentId = str(flags.environmentId) ?? 'env_emulator';
-  if (!/^env_[A-Za-z0-9_-]{1,120}$/.test(environmentId)) return fail('--environment-id must be env_ followed by [A-Za-z0-9_-]');
+  if (!ENV_ID_RE.test(environmentId)) return fail('--environment-id must be env_ followed by [A-Za-z0-9_-]');
   const token = str(flags.token) ?? str(io.env.QODER_PAT) ?? DEFAULT_EMULATOR_TOKEN;
   if (/\s/.test(token)) return fail('the token must not contain whitespace');
 

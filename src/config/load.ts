@@ -1,3 +1,4 @@
+import { REDACTED, makeScrubber } from '../redact.js';
 import { SETTINGS, type Setting } from './options.js';
 import { nodeConfigSystem, type ConfigSystem } from './system.js';
 import { resolveToken } from './token.js';
@@ -36,7 +37,6 @@ export type LoadConfigResult = { ok: true; config: Config } | { ok: false; probl
 export const NO_COMMAND_PROBLEM = 'no job command: use lease-keeper run [options] -- <command> [args...]';
 
 /** Secrets shorter than this are not scrubbed from problems (it would shred the messages, and hide nothing). */
-const MIN_SCRUB_LENGTH = 4;
 
 /**
  * Validates every variable and flag in one pass and returns the Config, or ALL the problems found.
@@ -141,16 +141,12 @@ function show(raw: string): string {
 }
 
 function scrub(text: string, secrets: string[]): string {
-  let out = text;
-  for (const s of secrets) {
-    if (s.length >= MIN_SCRUB_LENGTH) out = out.split(s).join('[REDACTED]');
-  }
-  return out;
+  return makeScrubber(secrets)(text);
 }
 
 /** The configuration for printing: the token replaced by "[REDACTED]". */
 export function redactConfig(config: Config): Record<string, unknown> {
-  return { ...config, token: '[REDACTED]' };
+  return { ...config, token: REDACTED };
 }
 
 /**

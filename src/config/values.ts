@@ -1,3 +1,4 @@
+import { ENV_ID_RE } from '../api/parse.js';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { LogLevel, OnShutdown } from './types.js';
 
@@ -63,11 +64,10 @@ export function parseSignal(raw: string): Parsed<NodeJS.Signals> {
   return found === undefined ? bad(`must be one of: ${STOP_SIGNALS.join(', ')} (the SIG prefix is optional)`) : ok(found);
 }
 
-const ENVIRONMENT_ID = /^env_[A-Za-z0-9_-]{1,128}$/;
 
 export function parseEnvironmentId(raw: string): Parsed<string> {
   const text = raw.trim();
-  return ENVIRONMENT_ID.test(text) ? ok(text) : bad('must be env_ followed by 1 to 128 of [A-Za-z0-9_-]');
+  return ENV_ID_RE.test(text) ? ok(text) : bad('must be env_ followed by 1 to 128 of [A-Za-z0-9_-]');
 }
 
 const WORKER_ID = /^[A-Za-z0-9._:@-]{1,128}$/;

@@ -49,22 +49,5 @@ export function formatMicros(us: number): string {
   return `${iso.slice(0, 19)}.${String(micros).padStart(6, '0')}Z`;
 }
 
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
-
-/** True for an RFC 3339 date-time (any offset, any fraction length) that names a real instant. */
-export function isRfc3339(value: string): boolean {
-  const m = RFC3339.exec(value);
-  if (!m) return false;
-  const [month, day, hour, minute, second] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 59) return false;
-  return !Number.isNaN(Date.parse(value.replace(/\.\d+/, '').toUpperCase()));
-}
-
 /** Milliseconds ISO string (event log `at`). */
 export const isoMs = (ms: number): string => new Date(ms).toISOString();

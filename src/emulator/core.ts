@@ -2,7 +2,8 @@ import type { WorkHeartbeat, WorkItem } from '../api/types.js';
 import type { EmulatorClock } from './clock.js';
 import { EventLog } from './events.js';
 import { FaultRegistry, type Fault, type FaultSpec } from './faults.js';
-import { queueStats, type WorkQueueStats } from './queries.js';
+import type { WorkQueueStats } from '../api/types.js';
+import { queueStats } from './queries.js';
 import { WorkStore } from './store.js';
 import { badRequest, type AdminItem, type CallContext, type EmulatorEvent, type EmulatorSettings } from './types.js';
 

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
 export const WORK_ID_RE = /^work_[A-Za-z0-9]{24}$/;
-export const ENV_ID_RE = /^env_[A-Za-z0-9_-]{1,120}$/;
+export { ENV_ID_RE } from '../api/parse.js';
 
 function base62(n: number, width: number): string {
   let s = '';

@@ -4,9 +4,10 @@ export { EmulatorCore, DEFAULT_SETTINGS, parseSettingsPatch, type QueueOptions }
 export { WorkStore, TTL_MIN, TTL_MAX, TAKEOVER_HOLDER } from './store.js';
 export { EVENT_TYPES, EventLog } from './events.js';
 export { FAULT_KINDS, type Fault, type FaultKind, type FaultSpec } from './faults.js';
-export { formatMicros, isRfc3339, manualClock, realClock, type EmulatorClock } from './clock.js';
+export { formatMicros, manualClock, realClock, type EmulatorClock } from './clock.js';
 export { METADATA_LIMITS } from './metadata.js';
-export type { WorkPage, WorkQueueStats } from './queries.js';
+export type { WorkPage } from './queries.js';
+export type { WorkQueueStats } from '../api/types.js';
 export {
   EmulatorError,
   WORK_ENDPOINTS,

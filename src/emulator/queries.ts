@@ -1,3 +1,4 @@
+import type { WorkQueueStats } from '../api/types.js';
 import type { WorkItem } from '../api/types.js';
 import { formatMicros } from './clock.js';
 import type { ItemRecord } from './store.js';
@@ -10,13 +11,6 @@ export interface WorkPage {
   next_page: string | null;
 }
 
-export interface WorkQueueStats {
-  type: 'work_queue_stats';
-  depth: number;
-  pending: number;
-  oldest_queued_at: string | null;
-  workers_polling: number;
-}
 
 /** Pollers seen within this window count in workers_polling. */
 export const WORKERS_POLLING_WINDOW_MS = 30_000;

@@ -9,7 +9,7 @@ import { DEFAULT_SETTINGS, EmulatorCore, parseSettingsPatch, type QueueOptions }
 import { ENV_ID_RE } from './ids.js';
 import type { Fault, FaultSpec } from './faults.js';
 import { errorReply, fromError, readBody, resetSocket, send, sleep, type Reply } from './http.js';
-import type { WorkQueueStats } from './queries.js';
+import type { WorkQueueStats } from '../api/types.js';
 import {
   EmulatorError,
   type AdminItem,

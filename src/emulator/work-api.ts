@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { NO_HEARTBEAT, type WorkItem } from '../api/types.js';
-import { isRfc3339 } from './clock.js';
+import { isRfc3339 } from '../api/parse.js';
 import type { EmulatorCore } from './core.js';
 import { intParam, json, parseJson, type Reply } from './http.js';
 import { listItems } from './queries.js';

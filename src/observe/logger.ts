@@ -1,7 +1,10 @@
 import type { Writable } from 'node:stream';
 import { pino } from 'pino';
 import type { LogLevel } from '../config/types.js';
+import { MIN_SECRET_LENGTH, REDACTED, makeScrubber } from '../redact.js';
 import { renderPrettyLine } from './pretty.js';
+
+export { MIN_SECRET_LENGTH, makeScrubber };
 
 /** The logger every module uses: a pino Logger. Log events, not prose: `log.info({ work_id }, 'heartbeat')`. */
 export type Logger = pino.Logger;
@@ -34,9 +37,7 @@ export const REDACT_PATHS = [
 ];
 
 /** Secrets shorter than this are not scrubbed: replacing them would corrupt the JSON and hide nothing. */
-export const MIN_SECRET_LENGTH = 4;
 
-const REDACTED = '[REDACTED]';
 
 /** syslog priority per pino level (sd-daemon(3) `<N>` prefix): fatal 2 (crit), error 3, warn 4, info 6, debug/trace 7. */
 export function syslogPriority(level: number): number {
@@ -45,27 +46,6 @@ export function syslogPriority(level: number): number {
   if (level >= 40) return 4;
   if (level >= 30) return 6;
   return 7;
-}
-
-/**
- * Returns a function that replaces every occurrence of each secret in a text, both as written and as
- * JSON-escaped inside a string, with "[REDACTED]".
- */
-export function makeScrubber(secrets: readonly string[] = []): (text: string) => string {
-  const needles = new Set<string>();
-  for (const s of secrets) {
-    if (typeof s !== 'string' || s.length < MIN_SECRET_LENGTH) continue;
-    needles.add(JSON.stringify(s).slice(1, -1));
-    needles.add(s);
-  }
-  // Longest first, so that a secret containing another is replaced whole.
-  const list = [...needles].sort((a, b) => b.length - a.length);
-  if (list.length === 0) return (text) => text;
-  return (text) => {
-    let out = text;
-    for (const n of list) if (out.includes(n)) out = out.split(n).join(REDACTED);
-    return out;
-  };
 }
 
 /**

@@ -374,7 +374,7 @@ describe('the token never leaks', () => {
     };
     const err = await failure(api.poll({ workerId: 'w' }));
     expect(err).toBeInstanceOf(AuthError);
-    expect(err.message).toContain('[redacted]');
+    expect(err.message).toContain('[REDACTED]');
     expectNoToken(err);
     expect(inspect(api)).not.toContain(TOKEN);
     expect(JSON.stringify(api)).not.toContain(TOKEN);

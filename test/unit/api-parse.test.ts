@@ -162,15 +162,15 @@ describe('Retry-After', () => {
 });
 
 describe('sanitizeServerText', () => {
-  const scrub = makeScrubber('pt-s3cr3t/+=');
+  const scrub = makeScrubber(['pt-s3cr3t/+=']);
   it('removes control characters, the token (raw and URL-encoded) and cuts to 300 characters', () => {
     const out = sanitizeServerText(`bad\u0000\u001b[31m token pt-s3cr3t/+= and ${encodeURIComponent('pt-s3cr3t/+=')}\n${'x'.repeat(1000)}`, scrub);
     expect(out).not.toMatch(/[\u0000-\u001f\u007f]/);
     expect(out).not.toContain('pt-s3cr3t');
-    expect(out).toContain('[redacted]');
+    expect(out).toContain('[REDACTED]');
     expect(out.length).toBeLessThanOrEqual(301);
   });
   it('catches a token split by control characters', () => {
-    expect(sanitizeServerText('pt-s3c\u0000r3t/+= and pt-s3\u200bcr3t/+=', scrub)).toBe('[redacted] and [redacted]');
+    expect(sanitizeServerText('pt-s3c\u0000r3t/+= and pt-s3\u200bcr3t/+=', scrub)).toBe('[REDACTED] and [REDACTED]');
   });
 });

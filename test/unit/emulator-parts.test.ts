@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatMicros, isRfc3339, realClock } from '../../src/emulator/clock.js';
+import { isRfc3339 } from '../../src/api/parse.js';
+import { formatMicros, realClock } from '../../src/emulator/clock.js';
 import { parseSettingsPatch } from '../../src/emulator/core.js';
 import { EventLog } from '../../src/emulator/events.js';
 import { FaultRegistry, parseFaultSpec } from '../../src/emulator/faults.js';
