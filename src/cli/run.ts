@@ -106,7 +106,16 @@ async function keep(config: Config, log: Logger, io: CliIO): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
+  // Node exits 0 by itself when nothing is left on the event loop. While the worker has not finished,
+  // that can only be a bug (an item with nothing left to move it): say so, and exit 70, never 0.
+  const onEmptyLoop = (): void => {
+    log.fatal({ snapshot: worker!.snapshot() }, 'internal_error: the worker stalled with nothing left to do; please report this');
+    process.exit(EXIT.software);
+  };
+  process.on('beforeExit', onEmptyLoop);
+
   const result = await worker.run();
+  process.off('beforeExit', onEmptyLoop);
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
   log.info({ exit_code: result.exitCode, reason: result.reason, outcome: result.lastItem?.outcome ?? null }, 'exiting');

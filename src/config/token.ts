@@ -43,7 +43,8 @@ export function resolveToken(
   const candidates: Candidate[] = [];
   const pat = nonEmpty(env.QODER_PAT);
   if (pat !== undefined) {
-    seen.push(pat);
+    // The token is the trimmed value (checkToken): scrub that form too, as for token files below.
+    seen.push(pat, pat.trim());
     candidates.push({ source: 'QODER_PAT', label: PAT, value: pat });
   }
   const patFile = patFileFlag ?? nonEmpty(env.QODER_PAT_FILE);

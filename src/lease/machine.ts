@@ -10,7 +10,7 @@
 import type { ApiErrorKind } from '../api/errors.js';
 import { NO_HEARTBEAT, type WorkState } from '../api/types.js';
 import type { JobExit, Outcome } from './outcome.js';
-import { type FenceTimes, backoffMs, effectiveFenceGraceMs, fenceMarginMs, heartbeatIntervalMs } from './timing.js';
+import { type FenceTimes, backoffMs, effectiveFenceGraceMs, fenceMarginMs, heartbeatIntervalMs, reapAllowanceMs } from './timing.js';
 
 export interface LeaseSettings {
   desiredTtlSeconds: number;
@@ -478,6 +478,14 @@ function advance(step: Step, now: number): void {
   if (s.phase === 'done' || s.phase === 'reporting') return;
   const fence = fenceTimes(s, step.settings);
 
+  // Rule: a lease that ran out before the job was started (a first reply too late to start it, then no
+  // beat accepted in time) is gone: nothing to stop, nothing to report. Without this the item waited
+  // for a beat that the deadline no longer allowed, forever (test/unit/fuzz-lease-machine.test.ts).
+  if (s.job === 'none' && s.leaseHeld && s.loss === null && s.deadline !== null && now >= s.deadline) {
+    loseLease(step, now, 'self_fenced', 'the lease ran out before the job could be started');
+    return;
+  }
+
   // Rule: self-fencing. No heartbeat accepted in time → stop signal at deadline - grace - margin.
   if (s.job === 'running' && s.signaledAt === null && fence && now >= fence.signalAt) {
     s.loss ??= 'self_fenced';
@@ -567,7 +575,8 @@ function fenceTimes(s: LeaseState, settings: LeaseSettings): FenceTimes | null {
   if (s.deadline === null || s.grantedTtlMs === null || s.intervalMs === null) return null;
   const marginMs = fenceMarginMs(s.grantedTtlMs, settings.fenceMarginMs);
   const graceMs = effectiveFenceGraceMs(s.grantedTtlMs, s.intervalMs, marginMs, settings.graceMs);
-  return { signalAt: s.deadline - marginMs - graceMs, killAt: s.deadline - marginMs, marginMs, graceMs };
+  const killAt = s.deadline - marginMs - reapAllowanceMs(marginMs);
+  return { signalAt: killAt - graceMs, killAt, marginMs, graceMs };
 }
 
 function killTime(s: LeaseState, settings: LeaseSettings, fence: FenceTimes | null): number {
@@ -581,6 +590,7 @@ export function wakeAt(s: LeaseState, settings: LeaseSettings): number | null {
   const times: number[] = [];
   const fence = fenceTimes(s, settings);
   if (s.nextBeatAt !== null && s.inFlight === null) times.push(s.nextBeatAt);
+  if (s.job === 'none' && s.leaseHeld && s.loss === null && s.deadline !== null) times.push(s.deadline);
   if (s.job === 'running' && s.signaledAt === null && fence) times.push(fence.signalAt);
   if (s.job === 'running' && s.signaledAt !== null && s.killedAt === null) times.push(killTime(s, settings, fence));
   if (s.phase === 'acquiring' && !s.leaseHeld && s.loss === null) times.push(s.acquireBy);

@@ -13,9 +13,16 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
  * Each tick folds max(histogram max, drift) into a ring of samples; `lagMs()` is the max over the last `windowMs`.
  */
 export interface StallGuardOptions {
-  /** Histogram resolution, ms. Default 10. */
+  /**
+   * Histogram resolution, ms. Default 50: a stall only matters once it exceeds half the fence margin
+   * (125 ms at the least), and every tick of the histogram's timer wakes an idle keeper.
+   */
   resolutionMs?: number;
-  /** Tick period of the drift check, ms. Default 100. */
+  /**
+   * Tick period of the drift check, ms. Default 100. The drift check sees at least (stall - tick), and the
+   * histogram forgets the interval cut by each reset, so the tick must stay well below the smallest
+   * threshold that matters (half of a 250 ms margin).
+   */
   tickMs?: number;
   /** How long a lag sample counts for `lagMs()`, ms. Default 5000. */
   windowMs?: number;
@@ -42,7 +49,7 @@ export class StallGuard {
   #episodes = 0;
 
   constructor(opts: StallGuardOptions = {}) {
-    this.#resolutionMs = opts.resolutionMs ?? 10;
+    this.#resolutionMs = opts.resolutionMs ?? 50;
     this.#tickMs = opts.tickMs ?? 100;
     this.#thresholdMs = opts.thresholdMs ?? 200;
     this.#now = opts.now ?? (() => performance.now());

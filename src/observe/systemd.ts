@@ -2,11 +2,9 @@ import type { Config } from '../config/types.js';
 import { monotonicClock } from '../lease/clock.js';
 import { fenceMarginMs } from '../lease/timing.js';
 import { assessHealth, statusLine, type HealthAssessment } from './health.js';
-import { createMetrics } from './metrics.js';
 import { createNotifier, type Notifier } from './notify.js';
-import type { KeeperEvents, KeeperSnapshot } from './snapshot.js';
+import { type KeeperEvents, type KeeperSnapshot, noEvents } from './snapshot.js';
 import { StallGuard } from './stall.js';
-import { startStatusServer } from './status-server.js';
 import { startWatchdog, type Watchdog } from './watchdog.js';
 
 /**
@@ -236,14 +234,19 @@ export async function startObservability(opts: ObservabilityOptions): Promise<Ob
     ...(opts.log ? { log: opts.log } : {}),
     ...(opts.notifyCommand !== undefined ? { notifyCommand: opts.notifyCommand } : {}),
   });
-  const metrics = createMetrics({
-    snapshot: opts.snapshot,
-    lagMs: () => systemd.stall.lagMs(),
-    stallEpisodes: () => systemd.stall.episodes,
-  });
-  let server: Awaited<ReturnType<typeof startStatusServer>> | null = null;
+  // Metrics exist to be scraped: without a status listener, prom-client (and its own event-loop monitor)
+  // is not even loaded. That keeps ~10 MB and a timer per 10 ms out of the default daemon.
+  let events: KeeperEvents = noEvents;
+  let server: { url: string; close(): Promise<void> } | null = null;
   if (config.statusAddr) {
     try {
+      const [{ createMetrics }, { startStatusServer }] = await Promise.all([import('./metrics.js'), import('./status-server.js')]);
+      const metrics = createMetrics({
+        snapshot: opts.snapshot,
+        lagMs: () => systemd.stall.lagMs(),
+        stallEpisodes: () => systemd.stall.episodes,
+      });
+      events = metrics;
       server = await startStatusServer({
         host: config.statusAddr.host,
         port: config.statusAddr.port,
@@ -257,7 +260,7 @@ export async function startObservability(opts: ObservabilityOptions): Promise<Ob
     }
   }
   return {
-    events: metrics,
+    events,
     systemd,
     statusUrl: server?.url ?? null,
     close: async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { NO_HEARTBEAT } from '../../src/api/types.js';
-import { effectiveFenceGraceMs, fenceMarginMs } from '../../src/lease/timing.js';
+import { effectiveFenceGraceMs, fenceMarginMs, reapAllowanceMs } from '../../src/lease/timing.js';
 import { Harness, ofType } from './lease-harness.js';
 
 describe('lease machine: acquiring', () => {
@@ -162,8 +162,9 @@ describe('lease machine: self-fencing', () => {
     h.acquire({ ttlSeconds: 10 }); // sent at 0: deadline 10000
     const margin = fenceMarginMs(10_000, null); // 1000
     const grace = effectiveFenceGraceMs(10_000, 3300, margin, 10_000); // 2400
+    const killAt = 10_000 - margin - reapAllowanceMs(margin); // 8950: dead by 9000
     // Every attempt hangs until its cutoff.
-    const signalAt = 10_000 - margin - grace;
+    const signalAt = killAt - grace;
     while (h.now < signalAt - 1) {
       h.advanceTo(Math.min(h.state.nextBeatAt ?? Infinity, signalAt - 1));
       if (h.state.inFlight) {
@@ -175,9 +176,11 @@ describe('lease machine: self-fencing', () => {
     h.advanceTo(signalAt);
     expect(ofType(h.actions, 'signal_job')).toEqual([{ type: 'signal_job', signal: 'SIGTERM', reason: 'self_fenced' }]);
     expect(ofType(h.actions, 'kill_job')).toHaveLength(0);
-    h.advanceTo(10_000 - margin);
+    h.advanceTo(killAt - 1);
+    expect(ofType(h.actions, 'kill_job')).toHaveLength(0);
+    h.advanceTo(killAt);
     expect(ofType(h.actions, 'kill_job')).toEqual([{ type: 'kill_job', reason: 'self_fenced' }]);
-    expect(h.now).toBe(10_000 - margin);
+    expect(h.now).toBe(killAt);
     h.jobExited({ code: null, signal: 'SIGKILL' });
     expect(ofType(h.actions, 'report')).toHaveLength(0); // the item is not ours to report on
     expect(ofType(h.actions, 'finish')[0]).toMatchObject({ outcome: 'self_fenced' });
@@ -206,7 +209,7 @@ describe('lease machine: self-fencing', () => {
     const h = new Harness({ graceMs: 3000 });
     h.acquire();
     const margin = fenceMarginMs(10_000, null);
-    const signalAt = 10_000 - margin - effectiveFenceGraceMs(10_000, 3300, margin, 3000);
+    const signalAt = 10_000 - margin - reapAllowanceMs(margin) - effectiveFenceGraceMs(10_000, 3300, margin, 3000);
     while (ofType(h.actions, 'signal_job').length === 0) {
       h.advanceTo(h.state.inFlight ? h.state.inFlight.cutoffAt : (h.state.nextBeatAt ?? signalAt));
       if (h.state.inFlight && h.now >= h.state.inFlight.cutoffAt) h.fail({ kind: 'transient' });
@@ -244,7 +247,8 @@ describe('lease machine: server answers', () => {
     h.advanceBy(20_000);
     const kill = h.actions.findIndex((a) => a.type === 'kill_job');
     expect(kill).toBeGreaterThan(-1);
-    expect(h.state.killedAt).toBe(10_000 - fenceMarginMs(10_000, null));
+    const margin = fenceMarginMs(10_000, null);
+    expect(h.state.killedAt).toBe(10_000 - margin - reapAllowanceMs(margin));
   });
 
   it('lease_extended: false → lease lost', () => {

@@ -26,7 +26,7 @@ afterEach(() => {
 describe('StallGuard', () => {
   it('sees a blocked event loop, counts the episode, and recovers after the window', async () => {
     const stalls: { lagMs: number; episodes: number }[] = [];
-    guard = new StallGuard({ windowMs: 600, thresholdMs: 150, onStall: (i) => stalls.push(i) });
+    guard = new StallGuard({ resolutionMs: 10, tickMs: 100, windowMs: 600, thresholdMs: 150, onStall: (i) => stalls.push(i) });
     const g = guard;
     await eventually(() => !g.stalled(200));
     const before = g.episodes;
@@ -49,6 +49,17 @@ describe('StallGuard', () => {
     block(300);
     await sleep(150);
     expect(g.episodes).toBeGreaterThanOrEqual(between + 1);
+  });
+
+  it('with its default (idle-friendly) rates it still sees a stall within one tick', async () => {
+    guard = new StallGuard({ windowMs: 2000 });
+    const g = guard;
+    await eventually(() => !g.stalled(300));
+    block(400);
+    await sleep(300);
+    expect(g.lagMs()).toBeGreaterThanOrEqual(300);
+    expect(g.stalled(250)).toBe(true); // the smallest fence margin: 250 ms
+    expect(g.episodes).toBeGreaterThanOrEqual(1);
   });
 
   it('stop() ends measuring and is idempotent', async () => {
