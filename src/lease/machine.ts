@@ -593,6 +593,8 @@ export function wakeAt(s: LeaseState, settings: LeaseSettings): number | null {
   if (s.job === 'none' && s.leaseHeld && s.loss === null && s.deadline !== null) times.push(s.deadline);
   if (s.job === 'running' && s.signaledAt === null && fence) times.push(fence.signalAt);
   if (s.job === 'running' && s.signaledAt !== null && s.killedAt === null) times.push(killTime(s, settings, fence));
-  if (s.phase === 'acquiring' && !s.leaseHeld && s.loss === null) times.push(s.acquireBy);
+  // Not while an attempt is in flight: its answer (or its cutoff, which is <= acquireBy) is the next event,
+  // and a wake time that cannot change anything would spin the driver's timer.
+  if (s.phase === 'acquiring' && !s.leaseHeld && s.loss === null && s.inFlight === null) times.push(s.acquireBy);
   return times.length === 0 ? null : Math.min(...times);
 }

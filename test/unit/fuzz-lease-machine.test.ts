@@ -60,6 +60,10 @@ describe('lease machine liveness (fuzz)', () => {
           h.start();
           for (const st of steps) {
             h.advanceBy(st.dt);
+            // No spin: once time has been advanced, the next wake time lies in the future. A wake time
+            // at or before now that a tick cannot move would make the driver's timer fire in a loop.
+            const w = wakeAt(h.state, h.settings);
+            if (w !== null && w <= h.now) throw new Error(`wake time ${w} not in the future at ${h.now} (phase ${h.state.phase})`);
             const s = h.state;
             const inFlight = s.inFlight !== null;
             switch (st.what) {

@@ -98,7 +98,9 @@ export class Harness {
       if (w === null || w > to) break;
       this.now = Math.max(this.now, w);
       out.push(...this.apply({ type: 'tick', at: this.now }));
-      if (wakeAt(this.state, this.settings) === w && this.state.inFlight === null) break; // no progress guard
+      // A wake time that a tick did not move is a machine that cannot progress by time alone: stop here
+      // (the liveness tests then see it), rather than spin. wakeAt must never return such a time.
+      if (wakeAt(this.state, this.settings) === w) break;
     }
     this.now = Math.max(this.now, to);
     out.push(...this.apply({ type: 'tick', at: this.now }));
