@@ -7,6 +7,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { WorkApi } from '../../src/api/client.js';
+import { wireBeat, wireItem } from '../support/wire.js';
 import {
   ApiError,
   AuthError,
@@ -41,29 +42,9 @@ let seen: Seen[] = [];
 const sockets = new Set<Socket>();
 let api: WorkApi;
 
-const item = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
-  id: WORK,
-  type: 'work',
-  environment_id: ENV,
-  data: { type: 'session', id: 'sess_01' },
-  state: 'starting',
-  created_at: '2026-07-01T08:15:06.120394Z',
-  acknowledged_at: '2026-07-01T08:15:07.000001Z',
-  started_at: null,
-  latest_heartbeat_at: null,
-  stop_requested_at: null,
-  stopped_at: null,
-  metadata: {},
-  ...over,
-});
-const beat = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
-  type: 'work_heartbeat',
-  last_heartbeat: '2026-07-01T08:15:06.120394Z',
-  lease_extended: true,
-  state: 'active',
-  ttl_seconds: 60,
-  ...over,
-});
+const item = (over: Record<string, unknown> = {}): Record<string, unknown> =>
+  wireItem({ id: WORK, environment_id: ENV, state: 'starting', acknowledged_at: '2026-07-01T08:15:07.000001Z', ...over });
+const beat = wireBeat;
 const envelope = (type: string, message: string, requestId?: string): Record<string, unknown> => ({
   type: 'error',
   ...(requestId === undefined ? {} : { request_id: requestId }),

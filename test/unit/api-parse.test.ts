@@ -1,31 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { makeScrubber, parseRetryAfter, sanitizeServerText } from '../../src/api/classify.js';
+import { wireBeat, wireItem } from '../support/wire.js';
 import { ReplyShapeError, isRfc3339, parseHeartbeat, parseStats, parseWorkItem, parseWorkItemOrNull } from '../../src/api/parse.js';
 
-const item = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
-  id: 'work_01',
-  type: 'work',
-  environment_id: 'env_01',
-  data: { type: 'session', id: 'sess_01' },
-  state: 'queued',
-  created_at: '2026-07-01T08:15:06.120394Z',
-  acknowledged_at: null,
-  started_at: null,
-  latest_heartbeat_at: null,
-  stop_requested_at: null,
-  stopped_at: null,
-  metadata: {},
-  ...over,
-});
-
-const beat = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
-  type: 'work_heartbeat',
-  last_heartbeat: '2026-07-01T08:15:06.120394Z',
-  lease_extended: true,
-  state: 'active',
-  ttl_seconds: 60,
-  ...over,
-});
+const item = wireItem;
+const beat = wireBeat;
 
 function fieldOf(fn: () => unknown): string {
   try {
