@@ -1,14 +1,32 @@
 // Shared helpers of the benchmark driver: the emulator in its own process, keepers spawned from
 // bin/lease-keeper, /proc sampling, log tailing, statistics. Plain ESM, no dependencies.
 import { spawn, execFileSync } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, cpSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, symlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export { sleep };
+
+/** A sleep that does not keep the process alive (for races against a child's exit). */
+const idleSleep = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-export const BIN = join(ROOT, 'bin/lease-keeper');
+/** The keeper executable every benchmark runs; snapshotBuild() points it at a private copy. */
+export const paths = { bin: join(ROOT, 'bin/lease-keeper'), dist: join(ROOT, 'dist') };
+
+/**
+ * Copies bin/ and dist/ (with package.json, node_modules linked) to `dir` and runs everything from
+ * there: others may rebuild dist/ while a run is in progress, and every benchmark must run one build.
+ */
+export function snapshotBuild(dir) {
+  mkdirSync(dir, { recursive: true });
+  cpSync(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true });
+  cpSync(join(ROOT, 'bin'), join(dir, 'bin'), { recursive: true });
+  copyFileSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  paths.bin = join(dir, 'bin/lease-keeper');
+  paths.dist = join(dir, 'dist');
+}
 export const CLK_TCK = (() => {
   try {
     return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
@@ -201,7 +219,7 @@ export function summary(values, digits = 1) {
  * goes to /dev/null (the admin API has it all). Returns the url, an admin client and stop().
  */
 export async function startEmulatorProcess({ ttlOverride = 10 } = {}) {
-  const child = spawn(process.execPath, [BIN, 'emulator', '--port', '0', '--ttl-override', String(ttlOverride)], {
+  const child = spawn(process.execPath, [paths.bin, 'emulator', '--port', '0', '--ttl-override', String(ttlOverride)], {
     stdio: ['ignore', 'pipe', 'ignore'],
     env: { PATH: process.env.PATH, HOME: process.env.HOME },
   });
@@ -229,7 +247,7 @@ export async function startEmulatorProcess({ ttlOverride = 10 } = {}) {
     admin: adminClient(info.url),
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await Promise.race([exited, sleep(3000)]);
+      await Promise.race([exited, idleSleep(3000)]);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     },
   };
@@ -289,7 +307,7 @@ export function spawnKeeper(emu, { workerId, concurrency = 1, command, logFile, 
   };
   const spawnedAt = Date.now();
   // `nodeArgs` (e.g. --cpu-prof, not allowed in NODE_OPTIONS): run node with them on the same script.
-  const [file, argv] = nodeArgs ? [process.execPath, [...nodeArgs, BIN]] : [BIN, []];
+  const [file, argv] = nodeArgs ? [process.execPath, [...nodeArgs, paths.bin]] : [paths.bin, []];
   const child = spawn(file, [...argv, 'run', '--', ...command], { env: fullEnv, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   track(child.pid);
@@ -308,9 +326,9 @@ export function spawnKeeper(emu, { workerId, concurrency = 1, command, logFile, 
     /** SIGTERM (drain), then a second one (kill the job groups, exit at once), then SIGKILL. */
     async stop({ drainMs = 0, timeoutMs = 15_000 } = {}) {
       this.signal('SIGTERM');
-      if (drainMs > 0) await Promise.race([exited, sleep(drainMs)]);
+      if (drainMs > 0) await Promise.race([exited, idleSleep(drainMs)]);
       this.signal('SIGTERM');
-      const r = await Promise.race([exited, sleep(timeoutMs).then(() => null)]);
+      const r = await Promise.race([exited, idleSleep(timeoutMs).then(() => null)]);
       if (r === null) {
         this.signal('SIGKILL');
         return exited;

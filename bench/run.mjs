@@ -32,6 +32,7 @@ import {
   foreignMeter,
   distStamp,
   gitState,
+  snapshotBuild,
   track,
   sleep,
   spawnKeeper,
@@ -62,6 +63,8 @@ const P = QUICK
   ? { startupTrials: 3, idleS: 5, scaleItems: 1000, holdS: 5, reactionKeepers: 4, reactionPerKeeper: 30, reactionRate: 40, fenceKeepers: 2 }
   : { startupTrials: 10, idleS: 60, scaleItems: 1000, holdS: 60, reactionKeepers: 4, reactionPerKeeper: 75, reactionRate: 10, fenceKeepers: 8 };
 const TTL_S = 10;
+// JS frame names for perf; code is never moved or flushed, so an address in the map names one function.
+const PERF_NODE_ARGS = ['--perf-basic-prof', '--no-compact-code-space', '--no-flush-bytecode'];
 const JOB = join(ROOT, 'bench/jobs/trap-job.sh');
 const WORK = join(tmpdir(), `lease-keeper-bench-${process.pid}`);
 const PROFILE_DIR = join(ROOT, 'bench/results/profiles');
@@ -153,7 +156,7 @@ async function benchScale(emu) {
     concurrency: P.scaleItems,
     command: ['sleep', '3600'],
     logFile: join(WORK, 'scale.log'),
-    ...(profiling ? { nodeArgs: ['--cpu-prof', '--cpu-prof-interval=97', `--cpu-prof-dir=${PROFILE_DIR}`] } : PERF ? { nodeArgs: ['--perf-basic-prof'] } : {}),
+    ...(profiling ? { nodeArgs: ['--cpu-prof', '--cpu-prof-interval=97', `--cpu-prof-dir=${PROFILE_DIR}`] } : PERF ? { nodeArgs: PERF_NODE_ARGS } : {}),
   });
   await waitUntil(
     () => {
@@ -272,7 +275,7 @@ async function benchBaseline(emu, window) {
   await emu.admin.queue(P.scaleItems);
   const count = window.beatsInHold;
   const intervalMs = Math.round((P.scaleItems * window.wallSeconds * 1000) / count);
-  const child = spawn(process.execPath, [...(PERF ? ['--perf-basic-prof'] : []), join(ROOT, 'bench/baseline.mjs'), emu.url, emu.token, emu.environmentId, String(P.scaleItems)], {
+  const child = spawn(process.execPath, [...(PERF ? PERF_NODE_ARGS : []), join(ROOT, 'bench/baseline.mjs'), emu.url, emu.token, emu.environmentId, String(P.scaleItems)], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { PATH: process.env.PATH, HOME: process.env.HOME },
   });
@@ -340,7 +343,7 @@ async function benchReaction(emu, { label, triggersPerS }) {
       command: [JOB],
       logFile: join(WORK, `reaction-${label}-${i}.log`),
       env: { BENCH_RECORD: record, LEASE_KEEPER_STOP_GRACE_SECONDS: '5' },
-      ...(PERF ? { nodeArgs: ['--perf-basic-prof'] } : {}),
+      ...(PERF ? { nodeArgs: PERF_NODE_ARGS } : {}),
     }),
   );
   await waitUntil(() => readRecord(record).filter((r) => r.kind === 'start').length >= n, { timeoutMs: 60_000, everyMs: 100, what: `${n} reaction jobs` });
@@ -503,7 +506,10 @@ function perfRecord(pid, seconds, name) {
       const script = spawn('perf', ['script', '-i', data], { stdio: ['ignore', 'pipe', 'ignore'] });
       let text = '';
       script.stdout.on('data', (c) => (text += c));
-      script.once('exit', () => resolve(text));
+      script.once('exit', () => {
+        writeFileSync(join(WORK, `${name}.perf.txt`), text); // kept with --keep-logs
+        resolve(text);
+      });
       script.once('error', reject);
     });
   });
@@ -620,6 +626,7 @@ async function main() {
   const sys0 = systemCpu();
   const m = machine();
   const built = distStamp();
+  snapshotBuild(join(WORK, 'build'));
   const result = {
     mode: QUICK ? 'quick' : 'full',
     node: m.node,
@@ -685,9 +692,8 @@ async function main() {
     await cleanup();
   }
   result.duration_s = round((performance.now() - t0) / 1000, 1);
-  // Others may rebuild dist/ while this runs: then the keepers of later benchmarks ran another build.
+  // Every benchmark ran a private copy of the build made at the start (others may rebuild dist/ meanwhile).
   result.git.dist_rebuilt_during_run = distStamp() !== built;
-  if (result.git.dist_rebuilt_during_run) log('WARNING: dist/ was rebuilt during the run: later benchmarks ran a different build');
   // Whole-machine CPU while the benchmarks ran (ours and anything else), and the load of other processes per phase.
   result.machine_busy_pct = { before: round(busyBefore, 1), during: round(busyPct(sys0, systemCpu()), 1), loadavg_end: loadavg(), phases };
   const targets = evaluate(result);
