@@ -2,9 +2,10 @@ import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:c
 import { statSync } from 'node:fs';
 import type { JobExit } from '../lease/outcome.js';
 import { SpawnError } from './errors.js';
-import { liveMembers, signalGroup } from './group-members.js';
+import { groupGone, liveMembers, scanGroups, signalGroup, type GroupScan } from './group-members.js';
 import { findSetpriv, planLaunch } from './launch.js';
 import { resolveCommand } from './resolve.js';
+import { SurvivorPoll } from './survivor-poll.js';
 
 /** What to run. The caller builds `env` (spec §3); it is passed to the job exactly as given. */
 export interface JobSpec {
@@ -36,11 +37,24 @@ export interface ProcessGroupDeps {
   setpriv?: string | null;
   /** How often to look for survivors once the leader has exited, in ms. Default 20. */
   pollMs?: number;
+  /** The /proc scan (live members by pgid); default scanGroups. Groups with the same one share its scans. */
+  scanGroups?: () => GroupScan | null;
 }
 
 const DEFAULT_POLL_MS = 20;
 /** While SIGKILLed members linger (a fork racing the kill), repeat the SIGKILL this often. */
 const REKILL_EVERY_MS = 500;
+
+/** One shared poll per (scan, pollMs): every group polled with them shares one /proc scan per tick. */
+const polls = new Map<() => GroupScan | null, Map<number, SurvivorPoll>>();
+
+function sharedPoll(scan: () => GroupScan | null, pollMs: number): SurvivorPoll {
+  let byMs = polls.get(scan);
+  if (byMs === undefined) polls.set(scan, (byMs = new Map()));
+  let poll = byMs.get(pollMs);
+  if (poll === undefined) byMs.set(pollMs, (poll = new SurvivorPoll(pollMs, scan)));
+  return poll;
+}
 
 /**
  * The job: a child process leading its own process group, and everything it starts that stays in the
@@ -60,7 +74,8 @@ export class ProcessGroup {
   readonly exited: Promise<JobExit>;
   /**
    * Resolves when no live process is left in the group (zombies do not count). Never rejects. Until then,
-   * once the leader has exited, a 20 ms poll of /proc keeps the event loop alive.
+   * once the leader has exited, a 20 ms poll keeps the event loop alive (kill(-pgid, 0) first; a /proc
+   * scan only while the group still exists, one per tick shared with every other group polled).
    */
   readonly empty: Promise<void>;
 
@@ -74,6 +89,7 @@ export class ProcessGroup {
   #stopping: Promise<JobExit> | null = null;
   #failStop: ((err: unknown) => void) | null = null;
   readonly #pollMs: number;
+  readonly #scanGroups: () => GroupScan | null;
   #resolveExited!: (exit: JobExit) => void;
   #resolveEmpty!: () => void;
 
@@ -99,15 +115,23 @@ export class ProcessGroup {
       child.once('error', () => {});
       throw new SpawnError(126, `job command "${command}" could not be started (${found.path} changed or was refused by the kernel)`);
     }
-    return new ProcessGroup(child, child.pid, plan.parentDeathSignal, [plan.file, ...plan.args], deps.pollMs ?? DEFAULT_POLL_MS);
+    const poll = { pollMs: deps.pollMs ?? DEFAULT_POLL_MS, scanGroups: deps.scanGroups ?? scanGroups };
+    return new ProcessGroup(child, child.pid, plan.parentDeathSignal, [plan.file, ...plan.args], poll);
   }
 
-  private constructor(child: ChildProcess, pid: number, parentDeathSignal: boolean, argv: string[], pollMs: number) {
+  private constructor(
+    child: ChildProcess,
+    pid: number,
+    parentDeathSignal: boolean,
+    argv: string[],
+    poll: { pollMs: number; scanGroups: () => GroupScan | null },
+  ) {
     this.pid = pid;
     this.pgid = pid;
     this.parentDeathSignal = parentDeathSignal;
     this.argv = argv;
-    this.#pollMs = pollMs;
+    this.#pollMs = poll.pollMs;
+    this.#scanGroups = poll.scanGroups;
     this.exited = new Promise((resolve) => (this.#resolveExited = resolve));
     this.empty = new Promise((resolve) => (this.#resolveEmpty = resolve));
     // After a successful spawn Node only emits 'error' for kill()/send() failures, which we never call;
@@ -129,7 +153,7 @@ export class ProcessGroup {
   isAlive(): boolean {
     if (this.#isEmpty) return false;
     if (this.#exit === null) return true;
-    return liveMembers(this.pgid, this.#known).length > 0;
+    return liveMembers(this.pgid, this.#known, this.#scanGroups).length > 0;
   }
 
   /** Sends `signal` to the whole group. Returns false when it is already gone (not an error); throws on EPERM. */
@@ -194,22 +218,37 @@ export class ProcessGroup {
     }
   }
 
-  /** After the leader exits, look for survivors every #pollMs until none is left. */
+  /**
+   * After the leader exits, look for survivors until none is left. Usually the group went with its leader
+   * and kill(-pgid, 0) says so at once (ESRCH), with no /proc scan. Otherwise (a member still runs, or a
+   * dead one is not reaped yet) the shared poll looks right after this event-loop phase, then every #pollMs.
+   */
   #watchUntilEmpty(): void {
-    const look = (): void => {
-      this.#known = liveMembers(this.pgid, this.#known);
-      if (this.#known.length === 0) {
-        this.#isEmpty = true;
-        if (this.#killTimer !== null) clearTimeout(this.#killTimer);
-        this.#killTimer = null;
-        this.#resolveEmpty();
-        return;
-      }
-      const now = performance.now();
-      if (now >= this.#killAtMs && now - this.#lastKillMs >= REKILL_EVERY_MS) this.#killSafely();
-      setTimeout(look, this.#pollMs);
-    };
-    look();
+    if (groupGone(this.pgid)) {
+      this.#becomeEmpty();
+      return;
+    }
+    sharedPoll(this.#scanGroups, this.#pollMs).add({ look: (scan) => this.#look(scan) });
+  }
+
+  /** One look for survivors, with the poll tick's shared scan; true once the group is empty. */
+  #look(scan: () => GroupScan | null): boolean {
+    this.#known = liveMembers(this.pgid, this.#known, scan);
+    if (this.#known.length === 0) {
+      this.#becomeEmpty();
+      return true;
+    }
+    const now = performance.now();
+    if (now >= this.#killAtMs && now - this.#lastKillMs >= REKILL_EVERY_MS) this.#killSafely();
+    return false;
+  }
+
+  #becomeEmpty(): void {
+    this.#isEmpty = true;
+    this.#known = [];
+    if (this.#killTimer !== null) clearTimeout(this.#killTimer);
+    this.#killTimer = null;
+    this.#resolveEmpty();
   }
 }
 

@@ -1,10 +1,11 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { readStat, type ProcStat } from '../../src/job/group-members.js';
+import { readStat, scanGroups, type GroupScan, type ProcStat } from '../../src/job/group-members.js';
 import { ProcessGroup, SpawnError, type JobSpec, type ProcessGroupDeps } from '../../src/job/index.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/job-modes.sh', import.meta.url));
@@ -239,6 +240,125 @@ describe('ProcessGroup: stop', () => {
     expect(await g.exited).toEqual({ code: null, signal: 'SIGKILL' });
     expect(performance.now() - t0).toBeGreaterThanOrEqual(150);
     await g.empty;
+  });
+});
+
+/** A /proc scan that counts its calls, for a group's `scanGroups` dependency. */
+function countingScan(): { scans: number; scan: () => GroupScan | null } {
+  const c = { scans: 0, scan: () => (c.scans++, scanGroups()) };
+  return c;
+}
+
+/**
+ * A job whose group, once its leader exited, holds only a zombie that stays unreaped: the leader forks P,
+ * P forks C, C exits at once, P leaves the group (setsid) and never reaps C. READY gets "P C".
+ */
+const ZOMBIE_ONLY = `
+use POSIX ();
+my $ready = shift;
+my $p = fork // die "fork: $!";
+if ($p == 0) {
+  my $c = fork // die "fork: $!";
+  POSIX::_exit(0) if $c == 0;
+  POSIX::setsid() or die "setsid: $!";
+  for (;;) {
+    open my $f, '<', "/proc/$c/stat" or die "stat: $!";
+    my $st = <$f>;
+    close $f;
+    last if index($st, ') Z ') >= 0;
+    select(undef, undef, undef, 0.01);
+  }
+  open my $o, '>', "$ready.tmp" or die "ready: $!";
+  print $o "$$ $c";
+  close $o;
+  rename "$ready.tmp", $ready or die "rename: $!";
+  sleep 60;
+  POSIX::_exit(0);
+}
+select(undef, undef, undef, 0.01) until -e $ready;
+exit 0;
+`;
+
+describe('ProcessGroup: looking for survivors', () => {
+  it('finds a group that went with its leader empty without a /proc scan (kill(-pgid, 0) gives ESRCH)', async () => {
+    const counter = countingScan();
+    const g = start(['exit', '0'], {}, { scanGroups: counter.scan });
+    await g.exited;
+    await g.empty;
+    expect(g.isAlive()).toBe(false);
+    expect(counter.scans).toBe(0);
+  });
+
+  it('a surviving grandchild keeps the group non-empty (one scan, then followed by pid) until it dies', async () => {
+    const counter = countingScan();
+    const file = join(dir, 'ready');
+    const g = start(['orphan', file], {}, { scanGroups: counter.scan, pollMs: 10 });
+    const [, grandchild] = await readyPids(file);
+    await g.exited;
+    const emptied = await Promise.race([g.empty.then(() => true), sleep(200).then(() => false)]);
+    expect(emptied).toBe(false);
+    expect(g.isAlive()).toBe(true);
+    // The first look needed a scan to find the grandchild; the ~20 looks since only checked that pid.
+    expect(counter.scans).toBe(1);
+
+    process.kill(grandchild!, 'SIGKILL');
+    await Promise.race([g.empty, sleep(5_000).then(() => Promise.reject(new Error('group never found empty')))]);
+    expect(isLive(grandchild!)).toBe(false);
+    expect(g.isAlive()).toBe(false);
+    expect(g.lastSignal).toBeNull();
+  });
+
+  it.skipIf(!existsSync('/usr/bin/perl'))('a group kept in existence only by an unreaped zombie is empty (the scan tells)', async () => {
+    const counter = countingScan();
+    const file = join(dir, 'ready');
+    const g = ProcessGroup.start({ command: ['/usr/bin/perl', '-e', ZOMBIE_ONLY, file], env: process.env }, { scanGroups: counter.scan });
+    started.push(g);
+    const [holder, zombie] = await readyPids(file);
+    try {
+      expect(await g.exited).toEqual({ code: 0, signal: null });
+      await Promise.race([g.empty, sleep(5_000).then(() => Promise.reject(new Error('group never found empty')))]);
+      // The group still exists (kill(-pgid, 0) succeeds), only through the zombie.
+      expect(readStat(zombie!)).toMatchObject({ state: 'Z', pgrp: g.pgid, ppid: holder });
+      expect(() => process.kill(-g.pgid, 0)).not.toThrow();
+      expect(counter.scans).toBeGreaterThanOrEqual(1);
+      expect(g.isAlive()).toBe(false);
+    } finally {
+      process.kill(holder!, 'SIGKILL');
+    }
+  });
+
+  it('groups whose exits are reported together share one scan for their first look', async () => {
+    // Three real groups (a sleep leading each) stand in for jobs whose leaders' exits arrive in one batch.
+    const counter = countingScan();
+    const holders = [0, 1, 2].map(() => spawn('/bin/sleep', ['60'], { detached: true, stdio: 'ignore' }));
+    const leaders: EventEmitter[] = [];
+    try {
+      const groups = holders.map((holder) =>
+        ProcessGroup.start(
+          { command: ['/bin/true'], env: PATH_ENV },
+          {
+            setpriv: null,
+            scanGroups: counter.scan,
+            pollMs: 10,
+            spawn: () => {
+              const leader = Object.assign(new EventEmitter(), { pid: holder.pid });
+              leaders.push(leader);
+              return leader as unknown as ChildProcess;
+            },
+          },
+        ),
+      );
+      for (const leader of leaders) leader.emit('exit', 0, null);
+      await sleep(100);
+      expect(counter.scans).toBe(1);
+      expect(groups.map((g) => g.isAlive())).toEqual([true, true, true]);
+      for (const holder of holders) holder.kill('SIGKILL');
+      await Promise.race([Promise.all(groups.map((g) => g.empty)), sleep(5_000).then(() => Promise.reject(new Error('not empty')))]);
+      // Known members were followed by pid, then kill(-pgid, 0) found each group gone: no further scan.
+      expect(counter.scans).toBe(1);
+    } finally {
+      for (const holder of holders) holder.kill('SIGKILL');
+    }
   });
 });
 

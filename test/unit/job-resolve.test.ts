@@ -1,8 +1,8 @@
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { liveMembers, parseStat, readStat, signalGroup } from '../../src/job/group-members.js';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { groupGone, liveMembers, parseStat, readStat, scanGroups, signalGroup, type GroupScan } from '../../src/job/group-members.js';
 import { planLaunch } from '../../src/job/launch.js';
 import { resolveCommand } from '../../src/job/resolve.js';
 
@@ -95,6 +95,55 @@ describe('group-members and launch helpers', () => {
     expect(() => signalGroup(0, 0)).toThrow(RangeError);
     expect(() => signalGroup(1, 'SIGKILL')).toThrow(RangeError);
     expect(liveMembers(2 ** 22 + 12345)).toEqual([]);
+  });
+
+  it('asks kill(-pgid, 0) before scanning: a group that does not exist costs no /proc scan', () => {
+    let scans = 0;
+    const counting = (): GroupScan | null => (scans++, scanGroups());
+    expect(groupGone(2 ** 22 + 12345)).toBe(true);
+    expect(liveMembers(2 ** 22 + 12345, [], counting)).toEqual([]);
+    expect(liveMembers(2 ** 22 + 12345, [process.pid], counting)).toEqual([]);
+    expect(scans).toBe(0);
+
+    const ownGroup = readStat(process.pid)!.pgrp;
+    if (ownGroup > 1) expect(groupGone(ownGroup)).toBe(false);
+    expect(liveMembers(ownGroup, [process.pid], counting)).toEqual([process.pid]); // a known member still there
+    expect(scans).toBe(0);
+    expect(liveMembers(ownGroup, [], counting)).toContain(process.pid);
+    expect(scans).toBe(1);
+    // 0 and 1 are never probed (kill(-0) is our own group, kill(-1) every process), so never "gone".
+    expect(groupGone(0)).toBe(false);
+    expect(groupGone(1)).toBe(false);
+  });
+
+  it('counts a group as existing on EPERM (a member changed user) and lets the scan decide', () => {
+    const ownGroup = readStat(process.pid)!.pgrp;
+    const kill = vi.spyOn(process, 'kill').mockImplementation(() => {
+      throw Object.assign(new Error('kill EPERM'), { code: 'EPERM' });
+    });
+    try {
+      expect(groupGone(4242)).toBe(false);
+      expect(liveMembers(4242, [], () => new Map([[4242, [4243]]]))).toEqual([4243]);
+      expect(liveMembers(4242, [], () => new Map())).toEqual([]);
+      expect(liveMembers(ownGroup, [], scanGroups)).toContain(process.pid);
+    } finally {
+      kill.mockRestore();
+    }
+  });
+
+  it('scans every group at once: live members by pgid, with zombies left out', () => {
+    const groups = scanGroups()!;
+    const own = readStat(process.pid)!;
+    expect(groups.get(own.pgrp)).toContain(process.pid);
+    for (const [pgid, pids] of groups) {
+      for (const pid of pids) {
+        const st = readStat(pid);
+        if (st === null) continue; // exited since
+        expect(st.pgrp).toBe(pgid);
+        if (st.state === 'Z') expect(st.ppid).toBe(process.pid); // only our own unreaped child counts
+
+      }
+    }
   });
 
   it('plans setpriv --pdeathsig SIGKILL -- path args, or a direct spawn', () => {
