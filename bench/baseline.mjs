@@ -45,10 +45,18 @@ let inFlight = 0;
 let failures = 0;
 let finished = null;
 
+// The keeper's timing rule, so that both send the same traffic in time as well as in count: the next beat
+// is planned from the SEND time of the last one, at the interval minus up to 10 % jitter. (A fixed delay
+// after each reply keeps the beats of items claimed together bunched up, and bunched beats share
+// wake-ups: the same emulator then spent ~40 % less CPU per beat than under the keeper's spread beats.)
+// `intervalMs` is the keeper's measured mean interval; with jitter uniform in [0, 10 %] the mean is 0.95 x.
+const planMs = () => (intervalMs / 0.95) * (1 - Math.random() * 0.1);
+
 function beat(item) {
   if (counting && counted >= limit) return;
   if (counting) counted++;
   inFlight++;
+  const sentAt = performance.now();
   heartbeat(item.id, item.precondition).then(
     (reply) => {
       item.precondition = reply.last_heartbeat;
@@ -61,7 +69,7 @@ function beat(item) {
   );
   function done() {
     inFlight--;
-    if (!counting || counted < limit) item.timer = setTimeout(() => beat(item), intervalMs);
+    if (!counting || counted < limit) item.timer = setTimeout(() => beat(item), Math.max(0, sentAt + planMs() - performance.now()));
     else if (inFlight === 0) finished?.();
   }
 }
@@ -74,7 +82,7 @@ async function poller() {
     const reply = await heartbeat(item.id, 'NO_HEARTBEAT');
     const h = { id: item.id, precondition: reply.last_heartbeat, timer: null };
     held.push(h);
-    h.timer = setTimeout(() => beat(h), intervalMs);
+    h.timer = setTimeout(() => beat(h), planMs());
   }
 }
 await Promise.all(Array.from({ length: 16 }, poller));

@@ -55,7 +55,12 @@ function daysInMonth(year: number, month: number): number {
 export function isRfc3339(value: string): boolean {
   const m = RFC3339_RE.exec(value);
   if (!m) return false;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const year = Number(m[1]);
+  const month = Number(m[2]);
+  const day = Number(m[3]);
+  const hour = Number(m[4]);
+  const minute = Number(m[5]);
+  const second = Number(m[6]);
   if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return false;
   if (hour > 23 || minute > 59 || second > 60) return false;
   if (m[8] !== undefined && (Number(m[9]) > 23 || Number(m[10]) > 59)) return false;

@@ -94,7 +94,7 @@ export async function demoCommand(flags: Record<string, unknown>, io: CliIO): Pr
   // A 3 s lease (the real API grants at least 10 s) so that heartbeats show up within seconds.
   const emu = await startEmulator({ token, environmentId: 'env_demo', ttlOverrideSeconds: 3 });
   const log = createLogger({
-    level: 'info',
+    level: 'debug', // routine heartbeats are debug lines, and the demo is about them
     format,
     secrets: [token],
     journal: false,

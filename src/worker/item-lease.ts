@@ -51,6 +51,8 @@ export interface ItemResult {
 export class ItemLease {
   private state: LeaseState = initialState();
   private timer: NodeJS.Timeout | null = null;
+  /** The wake time the timer is set for: most events leave it unchanged, and then the timer stays. */
+  private timerAt: number | null = null;
   private heartbeatAbort: AbortController | null = null;
   private readonly reportAbort = new AbortController();
   private group: ProcessGroup | null = null;
@@ -118,15 +120,23 @@ export class ItemLease {
 
   private readonly random = (): number => (this.ctx.random ?? Math.random)();
 
-  /** One timer per item, always set to the machine's next wake time. */
+  /** One timer per item, always set to the machine's next wake time (including the cutoff of an attempt in flight). */
   private schedule(): void {
+    const at = wakeAt(this.state, this.ctx.settings);
+    if (at === this.timerAt && (at === null || this.timer !== null)) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const at = wakeAt(this.state, this.ctx.settings);
+    this.timerAt = at;
     if (at === null) return;
     const delay = Math.max(0, at - this.ctx.clock.now());
-    this.timer = setTimeout(() => this.dispatch({ type: 'tick', at: this.ctx.clock.now() }), Math.ceil(delay));
+    this.timer = setTimeout(this.onTimer, Math.ceil(delay));
   }
+
+  private readonly onTimer = (): void => {
+    this.timer = null;
+    this.timerAt = null;
+    this.dispatch({ type: 'tick', at: this.ctx.clock.now() });
+  };
 
   private perform(action: LeaseAction): void {
     switch (action.type) {
@@ -175,12 +185,12 @@ export class ItemLease {
     const abort = new AbortController();
     this.heartbeatAbort = abort;
     const sentAt = this.ctx.clock.now();
-    const timeoutMs = Math.max(1, action.cutoffAt - sentAt);
+    // No timer of the client's own: the machine wakes at `cutoffAt` and aborts the attempt (abort_heartbeat).
     this.ctx.api
       .heartbeat(
         this.item.id,
         { expectedLastHeartbeat: action.precondition, desiredTtlSeconds: action.desiredTtlSeconds, idempotencyKey: action.idempotencyKey },
-        { signal: abort.signal, timeoutMs },
+        { signal: abort.signal, timeoutMs: null },
       )
       .then(
         (reply) => {
@@ -265,6 +275,7 @@ export class ItemLease {
   private finish(outcome: Outcome, exit: JobExit | null, fatal: 'auth' | 'config' | null, detail: string | null): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.timerAt = null;
     this.heartbeatAbort?.abort();
     const exitCode = fatal === 'auth' ? EXIT.auth : fatal === 'config' ? EXIT.config : exitCodeFor(outcome, exit, signalNumber);
     this.ctx.events.outcome(outcome);

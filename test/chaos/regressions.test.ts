@@ -31,7 +31,7 @@ describe('chaos regressions', () => {
     keeper = startKeeper(emu, {
       command: ['sleep', '0.3'],
       once: false,
-      env: { LEASE_KEEPER_STOP_GRACE_SECONDS: '1', LEASE_KEEPER_LOG_LEVEL: 'info', LEASE_KEEPER_CONCURRENCY: '1' },
+      env: { LEASE_KEEPER_STOP_GRACE_SECONDS: '1', LEASE_KEEPER_LOG_LEVEL: 'debug', LEASE_KEEPER_CONCURRENCY: '1' },
     });
     const lost = await keeper.waitFor((l) => l.msg === 'lease_lost' && l.work_id === item!.id, 15_000);
     expect(String(lost.reason)).toMatch(/ran out before the job could be started/);

@@ -567,6 +567,44 @@ describe('deadlines, aborts and the network', () => {
     expect(removed).toBe(5);
   });
 
+  it('timeoutMs null: the caller\'s signal is the only deadline (no timer, no listener of the client\'s own)', async () => {
+    handler = () => undefined; // never answers
+    const ac = new AbortController();
+    let added = 0;
+    const add = ac.signal.addEventListener.bind(ac.signal);
+    ac.signal.addEventListener = ((...a: Parameters<typeof add>) => (added++, add(...a))) as typeof add;
+    const call = api.heartbeat(WORK, { expectedLastHeartbeat: NO_HEARTBEAT, desiredTtlSeconds: 60, idempotencyKey: 'k' }, { signal: ac.signal, timeoutMs: null });
+    await new Promise((r) => setTimeout(r, 150)); // longer than any timer would matter here: still pending
+    expect(seen).toHaveLength(1);
+    expect(added).toBe(1); // undici's own listener only (linkDeadline would add a second)
+    ac.abort();
+    const err = await failure(call);
+    expect(err).toBeInstanceOf(TransientError);
+    expect(err.message).toMatch(/cancelled by the caller/);
+  });
+
+  it('timeoutMs null without a signal is refused before anything is sent', async () => {
+    handler = json(200, item());
+    const err = await failure(api.get(WORK, { timeoutMs: null }));
+    expect(err).toBeInstanceOf(BadRequestError);
+    expect(err.message).toMatch(/timeoutMs may be null only with a signal/);
+    expect(seen).toHaveLength(0);
+  });
+
+  it('reads a chunked reply (no Content-Length) as well as a sized one', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const text = JSON.stringify(item());
+      res.write(text.slice(0, 10));
+      setTimeout(() => res.end(text.slice(10)), 20);
+    };
+    const chunked = await api.get(WORK);
+    expect(chunked.value.id).toBe(WORK);
+    handler = json(200, item());
+    const sized = await api.get(WORK);
+    expect(sized.value).toEqual(chunked.value);
+  });
+
   it('connection reset before a reply is transient', async () => {
     handler = (req) => req.socket.destroy();
     const err = await failure(api.heartbeat(WORK, { expectedLastHeartbeat: NO_HEARTBEAT, desiredTtlSeconds: 60, idempotencyKey: 'k' }));

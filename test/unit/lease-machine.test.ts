@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { NO_HEARTBEAT } from '../../src/api/types.js';
 import { effectiveFenceGraceMs, fenceMarginMs, reapAllowanceMs } from '../../src/lease/timing.js';
+import { wakeAt } from '../../src/lease/machine.js';
 import { Harness, ofType } from './lease-harness.js';
 
 describe('lease machine: acquiring', () => {
@@ -104,6 +105,42 @@ describe('lease machine: schedule', () => {
 });
 
 describe('lease machine: transient failures', () => {
+  it('an attempt with no reply by its cutoff is aborted by the machine and retried with the same key', () => {
+    const h = new Harness();
+    h.acquire();
+    h.advanceTo(h.state.nextBeatAt!);
+    const first = h.inFlight();
+    const sentAt = h.now;
+    const cutoff = h.state.inFlight!.cutoffAt;
+    expect(wakeAt(h.state, h.settings)).toBe(cutoff); // the driver's one timer covers the cutoff
+    expect(h.advanceTo(cutoff - 1).filter((a) => a.type === 'abort_heartbeat')).toHaveLength(0);
+    const acts = h.advanceTo(cutoff);
+    expect(ofType(acts, 'abort_heartbeat')).toHaveLength(1);
+    expect(h.state.inFlight).toBeNull();
+    expect(ofType(acts, 'log').find((l) => l.event === 'heartbeat_retry')?.fields).toMatchObject({ kind: 'transient', error: `no reply within ${cutoff - sentAt} ms` });
+    h.advanceTo(h.state.nextBeatAt!);
+    const retry = h.inFlight();
+    expect(retry.idempotencyKey).toBe(first.idempotencyKey);
+    expect(retry.precondition).toBe(first.precondition);
+    expect(retry.attemptId).not.toBe(first.attemptId);
+  });
+
+  it('logs routine beats at debug, and at info a beat that needed retries or changed the ttl', () => {
+    const h = new Harness();
+    h.acquire();
+    const beatLog = (acts: ReturnType<Harness['accept']>) => ofType(acts, 'log').find((l) => l.event === 'heartbeat');
+    h.advanceTo(h.state.nextBeatAt!);
+    expect(beatLog(h.accept())).toMatchObject({ level: 'debug', fields: { next_in_ms: expect.any(Number) } });
+    h.advanceTo(h.state.nextBeatAt!);
+    h.fail({ kind: 'transient', status: 503 });
+    h.advanceTo(h.state.nextBeatAt!);
+    expect(beatLog(h.accept())).toMatchObject({ level: 'info', fields: { attempt: 2 } });
+    h.advanceTo(h.state.nextBeatAt!);
+    expect(beatLog(h.accept({ ttlSeconds: 30 }))).toMatchObject({ level: 'info', fields: { ttl_seconds: 30, attempt: 1 } });
+    h.advanceTo(h.state.nextBeatAt!);
+    expect(beatLog(h.accept({ ttlSeconds: 30 }))?.level).toBe('debug');
+  });
+
   it('retries with the same precondition and Idempotency-Key, jittered backoff', () => {
     const h = new Harness();
     h.acquire();

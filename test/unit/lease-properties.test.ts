@@ -147,8 +147,8 @@ function runScenario(settings: LeaseSettings, steps: StepChoice[], seedRandom: n
   const advance = (to: number): void => {
     for (let guard = 0; guard < 10_000; guard++) {
       const w = wakeAt(state, settings);
-      const cutoff = inFlight !== null && state.inFlight ? state.inFlight.cutoffAt : Infinity;
-      const next = Math.min(w ?? Infinity, jobExitAt ?? Infinity, cutoff, to);
+      // An attempt's cutoff is one of the machine's wake times: its tick aborts the attempt (abort_heartbeat).
+      const next = Math.min(w ?? Infinity, jobExitAt ?? Infinity, to);
       // Invariant: between events, a running job never outlives the local deadline.
       if (job === 'running' && deadline !== null) {
         expect(Math.min(next, jobExitAt ?? Infinity), 'job dead before the deadline').toBeLessThanOrEqual(deadline);
@@ -158,13 +158,6 @@ function runScenario(settings: LeaseSettings, steps: StepChoice[], seedRandom: n
         job = 'dead';
         jobExitAt = null;
         apply({ type: 'job_exited', at: now, exit: killed ? { code: null, signal: 'SIGKILL' } : { code: 143, signal: null } });
-        continue;
-      }
-      if (inFlight !== null && state.inFlight && now >= state.inFlight.cutoffAt) {
-        // The driver's AbortSignal fires at the cutoff: the attempt fails as a timeout.
-        const id = inFlight;
-        inFlight = null;
-        apply({ type: 'heartbeat_failed', at: now, attemptId: id, error: { kind: 'transient', message: 'timed out' } });
         continue;
       }
       if (w !== null && w <= now) {
@@ -192,7 +185,7 @@ function runScenario(settings: LeaseSettings, steps: StepChoice[], seedRandom: n
     const accept = (state_: 'active' | 'stopping', extended: boolean): void => {
       if (inFlight === null) return;
       const sent = sendTimes.get(inFlight)!;
-      // The server answers only attempts still within their cutoff (the driver aborts later ones).
+      // The server answers only attempts still within their cutoff (the machine aborts later ones).
       const lh = `2026-11-28T00:00:${String(now).padStart(9, '0')}Z`;
       // The model learns the new lease before the machine reacts to it.
       if (extended) {
@@ -259,21 +252,10 @@ function runScenario(settings: LeaseSettings, steps: StepChoice[], seedRandom: n
         break;
     }
     if (state.phase === 'reporting') apply({ type: 'reported', at: now });
-    // An attempt past its cutoff was aborted by the driver (its AbortSignal fired).
-    if (inFlight !== null && state.inFlight && now >= state.inFlight.cutoffAt) {
-      const id = inFlight;
-      inFlight = null;
-      apply({ type: 'heartbeat_failed', at: now, attemptId: id, error: { kind: 'transient', message: 'timed out' } });
-    }
   }
   // Let the clock run out: with no more answers the job must still die before the deadline.
   for (let i = 0; i < 200 && state.phase !== 'done'; i++) {
     advance(now + 500);
-    if (inFlight !== null && state.inFlight && now >= state.inFlight.cutoffAt) {
-      const id = inFlight;
-      inFlight = null;
-      apply({ type: 'heartbeat_failed', at: now, attemptId: id, error: { kind: 'transient', message: 'timed out' } });
-    }
     if (state.phase === 'reporting') apply({ type: 'reported', at: now });
   }
   if (jobNow() === 'running' && deadline !== null) expect(now).toBeLessThanOrEqual(deadline);
@@ -290,7 +272,9 @@ describe('lease machine properties', () => {
     expect(seen.spawned).toBeGreaterThan(100);
     expect(seen.fenced).toBeGreaterThan(10);
     expect(seen.lost).toBeGreaterThan(10);
-    expect(seen.drained).toBeGreaterThan(10);
+    // Drains need a `stopping` answer while a job runs: ~17 per 1500 runs on average (8 to 22 seen over
+    // many runs, with a random fast-check seed each time), so the bar is lower than for the others.
+    expect(seen.drained).toBeGreaterThan(3);
     expect(seen.killed).toBeGreaterThan(10);
   });
 });

@@ -129,7 +129,7 @@ export class Scenario {
         LEASE_KEEPER_CONCURRENCY: String(spec.concurrency),
         LEASE_KEEPER_STOP_GRACE_SECONDS: String(spec.graceS),
         LEASE_KEEPER_ON_SHUTDOWN: spec.onShutdown,
-        LEASE_KEEPER_LOG_LEVEL: 'info',
+        LEASE_KEEPER_LOG_LEVEL: 'debug', // the checker needs every accepted token (routine heartbeats are debug lines)
         CHAOS_MARK: this.mark,
         CHAOS_KEEPER: tag,
         CHAOS_RECORD: this.record,
