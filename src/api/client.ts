@@ -20,6 +20,7 @@ import {
   type CallContext,
   type Operation,
 } from './classify.js';
+import { type CallSignal, onAbort } from './cancel.js';
 import { ApiError, BadRequestError, MalformedReplyError } from './errors.js';
 import {
   ENV_ID_RE,
@@ -59,7 +60,8 @@ export interface WorkApiOptions {
 
 /** Per-call options: the caller's signal (e.g. the lease's) and a deadline in milliseconds. */
 export interface CallOptions {
-  signal?: AbortSignal;
+  /** An AbortSignal, or the lighter CallCancel (cancel.ts). */
+  signal?: CallSignal;
   /**
    * Deadline of this call; default: the client's. `null`: no timer of the client's own, the caller's
    * `signal` (then required) is the only deadline. The lease driver uses it for heartbeats, whose cutoff
@@ -425,7 +427,7 @@ function tryJson(bytes: Uint8Array): unknown {
 }
 
 interface Deadline {
-  signal: AbortSignal;
+  signal: CallSignal;
   /** Why the signal fired, if it did: the caller's signal wins over our timer. */
   cause(): AbortCause | undefined;
   dispose(): void;
@@ -436,15 +438,16 @@ interface Deadline {
  * AbortSignal.timeout(ms)])`, but the timer is cleared and the listener removed as soon as the call
  * ends, so a long-lived lease signal does not collect one dependant per heartbeat.
  */
-function linkDeadline(callerSignal: AbortSignal | undefined, timeoutMs: number): Deadline {
+function linkDeadline(callerSignal: CallSignal | undefined, timeoutMs: number): Deadline {
   const controller = new AbortController();
   let cause: AbortCause | undefined;
   const onCallerAbort = (): void => {
     cause ??= { kind: 'caller' };
     controller.abort(callerSignal?.reason);
   };
+  let removeListener: (() => void) | undefined;
   if (callerSignal?.aborted) onCallerAbort();
-  else callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+  else if (callerSignal) removeListener = onAbort(callerSignal, onCallerAbort);
   const timer = setTimeout(
     () => {
       cause ??= { kind: 'timeout', timeoutMs };
@@ -458,13 +461,13 @@ function linkDeadline(callerSignal: AbortSignal | undefined, timeoutMs: number):
     cause: () => cause,
     dispose: () => {
       clearTimeout(timer);
-      callerSignal?.removeEventListener('abort', onCallerAbort);
+      removeListener?.();
     },
   };
 }
 
 /** The caller's signal alone as the deadline: no controller, timer or listener of our own. */
-function callerDeadline(signal: AbortSignal): Deadline {
+function callerDeadline(signal: CallSignal): Deadline {
   return { signal, cause: () => (signal.aborted ? { kind: 'caller' } : undefined), dispose: () => {} };
 }
 

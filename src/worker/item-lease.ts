@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
+import { CallCancel } from '../api/cancel.js';
 import { ApiError } from '../api/errors.js';
 import type { WorkApi } from '../api/client.js';
 import type { WorkItem } from '../api/types.js';
@@ -53,7 +54,7 @@ export class ItemLease {
   private timer: NodeJS.Timeout | null = null;
   /** The wake time the timer is set for: most events leave it unchanged, and then the timer stays. */
   private timerAt: number | null = null;
-  private heartbeatAbort: AbortController | null = null;
+  private heartbeatAbort: CallCancel | null = null;
   private readonly reportAbort = new AbortController();
   private group: ProcessGroup | null = null;
   private readonly queue: LeaseEvent[] = [];
@@ -182,7 +183,7 @@ export class ItemLease {
   }
 
   private sendHeartbeat(action: Extract<LeaseAction, { type: 'send_heartbeat' }>): void {
-    const abort = new AbortController();
+    const abort = new CallCancel();
     this.heartbeatAbort = abort;
     const sentAt = this.ctx.clock.now();
     // No timer of the client's own: the machine wakes at `cutoffAt` and aborts the attempt (abort_heartbeat).
@@ -190,7 +191,7 @@ export class ItemLease {
       .heartbeat(
         this.item.id,
         { expectedLastHeartbeat: action.precondition, desiredTtlSeconds: action.desiredTtlSeconds, idempotencyKey: action.idempotencyKey },
-        { signal: abort.signal, timeoutMs: null },
+        { signal: abort, timeoutMs: null },
       )
       .then(
         (reply) => {

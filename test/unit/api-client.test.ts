@@ -6,6 +6,7 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { CallCancel } from '../../src/api/cancel.js';
 import { WorkApi } from '../../src/api/client.js';
 import { wireBeat, wireItem } from '../support/wire.js';
 import {
@@ -581,6 +582,30 @@ describe('deadlines, aborts and the network', () => {
     const err = await failure(call);
     expect(err).toBeInstanceOf(TransientError);
     expect(err.message).toMatch(/cancelled by the caller/);
+  });
+
+  it('a CallCancel works as the signal: cancels a hanging call, sends nothing when already cancelled, leaves no listener', async () => {
+    handler = () => undefined; // never answers
+    const cancel = new CallCancel();
+    const call = api.heartbeat(WORK, { expectedLastHeartbeat: NO_HEARTBEAT, desiredTtlSeconds: 60, idempotencyKey: 'k' }, { signal: cancel, timeoutMs: null });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(seen).toHaveLength(1);
+    expect(cancel.listenerCount('abort')).toBe(1); // undici's
+    cancel.abort();
+    cancel.abort(); // once
+    const err = await failure(call);
+    expect(err).toBeInstanceOf(TransientError);
+    expect(err.message).toMatch(/cancelled by the caller/);
+    expect(cancel.listenerCount('abort')).toBe(0);
+
+    seen = [];
+    expect(await failure(api.get(WORK, { signal: cancel }))).toBeInstanceOf(TransientError);
+    expect(seen).toHaveLength(0);
+
+    handler = json(200, item());
+    const live = new CallCancel();
+    await api.get(WORK, { signal: live, timeoutMs: 1000 }); // with a timer of the client's own too
+    expect(live.listenerCount('abort')).toBe(0);
   });
 
   it('timeoutMs null without a signal is refused before anything is sent', async () => {
