@@ -8,7 +8,7 @@
  * error message.
  */
 import { randomUUID } from 'node:crypto';
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import {
   errorForFailure,
   errorForStatus,
@@ -22,6 +22,7 @@ import {
 } from './classify.js';
 import { type CallSignal, onAbort } from './cancel.js';
 import { ApiError, BadRequestError, MalformedReplyError } from './errors.js';
+import { Pool } from './pool.js';
 import {
   ENV_ID_RE,
   ReplyShapeError,

@@ -1,27 +1,27 @@
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-
 /**
  * Event-loop stall detection (anchors.md §4 item 7). A blocked loop delays every timer, including the heartbeat and
  * the self-fence timers, so lag is lease risk: the fence's SIGKILL is planned `margin` before the local deadline, and a
  * loop lagging by that much would fire it after the deadline.
  *
- * Two sources, because each misses a case:
- * - `perf_hooks.monitorEventLoopDelay` (resolution ~10 ms) sees every blocked interval between our ticks, but
- *   `reset()` drops the first interval after it (measured on Node 20), so a stall straddling a reset is lost;
- * - a periodic (unref'd) tick that measures its own drift catches exactly that, and `lagMs()` also counts the time
- *   since the last tick, so a stall still in progress shows even before the tick runs.
- * Each tick folds max(histogram max, drift) into a ring of samples; `lagMs()` is the max over the last `windowMs`.
+ * One source: a periodic (unref'd) tick that measures its own drift, i.e. how late the loop let it run. A stall of
+ * length S that holds up a tick shows as a drift between S - tick (the stall began just after a tick) and S (it began
+ * just as one was due); `lagMs()` also counts the time since the last tick, so a stall that another callback sees
+ * before the guard's own late tick runs shows too. Each tick folds its drift into a ring of samples; `lagMs()` is the
+ * max over the last `windowMs`.
+ *
+ * There used to be a second source, a `perf_hooks.monitorEventLoopDelay` histogram (50 ms resolution, beside a 100 ms
+ * tick), which measured stalls more exactly between ticks. It was dropped for the idle cost: every histogram interval
+ * and every tick wakes an idle keeper (bench/README.md "Idle CPU": a 10 ms histogram cost 0.40 % of a core, a 100 ms
+ * tick 0.10 %). The price: a stall is under-reported by up to one tick (250 ms by default), and one that fits between
+ * two ticks may not show at all (see `tickMs`). A stall shorter than the fence margin cannot make a fence late by
+ * itself; what is lost is part of the early warning at half the margin, and only with the smallest margins.
  */
 export interface StallGuardOptions {
   /**
-   * Histogram resolution, ms. Default 50: a stall only matters once it exceeds half the fence margin
-   * (125 ms at the least), and every tick of the histogram's timer wakes an idle keeper.
-   */
-  resolutionMs?: number;
-  /**
-   * Tick period of the drift check, ms. Default 100. The drift check sees at least (stall - tick), and the
-   * histogram forgets the interval cut by each reset, so the tick must stay well below the smallest
-   * threshold that matters (half of a 250 ms margin).
+   * Tick period of the drift check, ms. Default 250 (4 wake-ups a second when idle). A stall S is reported as at
+   * least S - tickMs, so `stalled(margin)` is certain for any stall longer than tickMs + margin/2: 375 ms with the
+   * smallest fence margin (250 ms), 1.25 s with the default one of a 60 s ttl (2 s). Shorter stalls are seen in
+   * part, or not at all when they fit between two ticks.
    */
   tickMs?: number;
   /** How long a lag sample counts for `lagMs()`, ms. Default 5000. */
@@ -32,34 +32,34 @@ export interface StallGuardOptions {
   onStall?: (info: { lagMs: number; episodes: number }) => void;
   /** Monotonic clock in ms; default performance.now (tests may inject). */
   now?: () => number;
+  /** Timer functions; default the globals (tests may inject them to drive the ticks by hand). */
+  timers?: { setInterval: typeof setInterval; clearInterval: typeof clearInterval };
 }
 
 export class StallGuard {
-  readonly #resolutionMs: number;
   readonly #tickMs: number;
   readonly #thresholdMs: number;
   readonly #now: () => number;
   readonly #onStall: StallGuardOptions['onStall'];
-  readonly #histogram: IntervalHistogram;
+  readonly #clearInterval: typeof clearInterval;
   readonly #samples: number[];
   #next = 0;
   #lastTickAt: number;
-  #timer: NodeJS.Timeout | null;
+  #timer: ReturnType<typeof setInterval> | null;
   #inEpisode = false;
   #episodes = 0;
 
   constructor(opts: StallGuardOptions = {}) {
-    this.#resolutionMs = opts.resolutionMs ?? 50;
-    this.#tickMs = opts.tickMs ?? 100;
+    this.#tickMs = opts.tickMs ?? 250;
     this.#thresholdMs = opts.thresholdMs ?? 200;
     this.#now = opts.now ?? (() => performance.now());
     this.#onStall = opts.onStall;
+    const timers = opts.timers ?? { setInterval: globalThis.setInterval, clearInterval: globalThis.clearInterval };
+    this.#clearInterval = timers.clearInterval;
     this.#samples = new Array<number>(Math.max(1, Math.ceil((opts.windowMs ?? 5000) / this.#tickMs))).fill(0);
-    this.#histogram = monitorEventLoopDelay({ resolution: this.#resolutionMs });
-    this.#histogram.enable();
     this.#lastTickAt = this.#now();
-    this.#timer = setInterval(() => this.#tick(), this.#tickMs);
-    this.#timer.unref();
+    this.#timer = timers.setInterval(() => this.#tick(), this.#tickMs);
+    (this.#timer as { unref?: () => void }).unref?.();
   }
 
   /** Recent event-loop lag in ms: the worst sample of the window, or the stall in progress, whichever is larger. */
@@ -82,22 +82,17 @@ export class StallGuard {
     return this.#episodes;
   }
 
-  /** Stops the tick and the histogram. Idempotent. */
+  /** Stops the tick. Idempotent. */
   stop(): void {
     if (!this.#timer) return;
-    clearInterval(this.#timer);
+    this.#clearInterval(this.#timer);
     this.#timer = null;
-    this.#histogram.disable();
   }
 
   #tick(): void {
     const now = this.#now();
-    const drift = Math.max(0, now - this.#lastTickAt - this.#tickMs);
+    const sample = Math.round(Math.max(0, now - this.#lastTickAt - this.#tickMs));
     this.#lastTickAt = now;
-    // The histogram reports whole intervals (≈ resolution when idle); subtract it to get the delay.
-    const histMax = this.#histogram.count > 0 ? Math.max(0, this.#histogram.max / 1e6 - this.#resolutionMs) : 0;
-    this.#histogram.reset();
-    const sample = Math.round(Math.max(drift, histMax));
     this.#samples[this.#next] = sample;
     this.#next = (this.#next + 1) % this.#samples.length;
 

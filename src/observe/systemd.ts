@@ -10,7 +10,7 @@ import { startWatchdog, type Watchdog } from './watchdog.js';
 /**
  * The glue between the worker and systemd: one call wires the notifier, the stall guard, the health-gated watchdog
  * and the STATUS= line to the worker's `snapshot()`. The worker does not call the notifier itself: this module
- * watches the snapshot (every `tickMs`, and at once on `refresh()`) and sends
+ * watches the snapshot (every `tickMs` while NOTIFY_SOCKET is set, and at once on `refresh()`) and sends
  * - `READY=1` (with STATUS=) the first time `ready` is true, unless already draining;
  * - `STOPPING=1` + `EXTEND_TIMEOUT_USEC` the first time `draining` is true, then EXTEND_TIMEOUT_USEC again every
  *   `extendEveryMs` while the keeper stays healthy, so a drain that makes progress is not SIGKILLed at
@@ -38,7 +38,7 @@ export interface SystemdIntegrationOptions {
   log?: ObserveLog;
   /** Default `systemd-notify`. */
   notifyCommand?: string;
-  /** How often the snapshot is checked for READY/STOPPING/STATUS changes, ms. Default 1000. */
+  /** How often the snapshot is checked for READY/STOPPING/STATUS changes, ms. Default 1000. No timer without NOTIFY_SOCKET. */
   tickMs?: number;
   /** Minimum time between two STATUS= updates, ms. Default 5000. */
   statusIntervalMs?: number;
@@ -170,9 +170,15 @@ export function startSystemdIntegration(opts: SystemdIntegrationOptions): System
     }
   };
 
-  let timer: NodeJS.Timeout | null = setInterval(refresh, tickMs);
-  timer.unref();
-  refresh();
+  // The snapshot is only watched for what it sends (READY/STOPPING/STATUS/EXTEND_TIMEOUT_USEC), so without
+  // NOTIFY_SOCKET there is no timer at all: nothing to send (spec), and no wake-up per second for an idle keeper.
+  // health() (watchdog, /healthz) and the metrics read the snapshot and the stall guard when asked, not from here.
+  let timer: NodeJS.Timeout | null = null;
+  if (notifier.enabled) {
+    timer = setInterval(refresh, tickMs);
+    timer.unref();
+    refresh();
+  }
 
   return {
     notifier,

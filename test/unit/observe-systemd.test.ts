@@ -1,8 +1,9 @@
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { KeeperSnapshot, LeaseView } from '../../src/observe/snapshot.js';
+import { StallGuard } from '../../src/observe/stall.js';
 import { startObservability, startSystemdIntegration, type ObserveLog } from '../../src/observe/systemd.js';
 
 let dir: string;
@@ -149,6 +150,34 @@ describe('startSystemdIntegration', () => {
     expect(sd.notifier.enabled).toBe(false);
     expect(sd.watchdog.active).toBe(false);
     expect(existsSync(fake.log)).toBe(false);
+  });
+
+  it('without NOTIFY_SOCKET runs no timer of its own, and health() still reads the snapshot on demand', async () => {
+    const stall = new StallGuard();
+    stall.stop(); // its own tick is tested elsewhere; here only the integration's timers count
+    let reads = 0;
+    const s: KeeperSnapshot = { workerId: 'w', ready: true, draining: false, leases: [held], pollFailingSinceMs: null };
+    vi.useFakeTimers();
+    try {
+      const sd = startSystemdIntegration({
+        env: { PATH: process.env.PATH },
+        snapshot: () => (reads++, s),
+        marginMs: () => 2000,
+        tickMs: 20,
+        stall,
+      });
+      expect(vi.getTimerCount()).toBe(0);
+      vi.advanceTimersByTime(10_000);
+      expect(reads).toBe(0);
+      // what /healthz and the watchdog use is computed when asked
+      expect(sd.health().readiness).toEqual({ healthy: true, reasons: [] });
+      expect(reads).toBe(1);
+      sd.refresh(); // run.ts calls it on the first poll and on SIGTERM: a no-op here
+      expect(reads).toBe(1);
+      await sd.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('logs watchdog skips and a failing notify helper (rate-limited)', async () => {
