@@ -31,6 +31,7 @@ import { monotonicClock } from '../../src/lease/clock.js';
 import { createLogger } from '../../src/observe/logger.js';
 import { noEvents } from '../../src/observe/snapshot.js';
 import { Worker } from '../../src/worker/loop.js';
+import { wireItem } from '../support/wire.js';
 
 const TOKEN = 'pt-fuzz-worker-SECRET-5e4d3c2b1a';
 const ENV = 'env_fuzz';
@@ -194,20 +195,7 @@ interface Sent {
 }
 
 function itemJson(id: string, st: string, broken: [string, unknown] | null): string {
-  const item: Record<string, unknown> = {
-    type: 'work',
-    id,
-    environment_id: ENV,
-    data: { type: 'session', id: 'sess_fuzz' },
-    state: st,
-    created_at: '2026-11-28T10:00:00.000001Z',
-    acknowledged_at: null,
-    started_at: null,
-    latest_heartbeat_at: null,
-    stop_requested_at: null,
-    stopped_at: null,
-    metadata: {},
-  };
+  const item = wireItem({ id, environment_id: ENV, data: { type: 'session', id: 'sess_fuzz' }, state: st });
   if (broken) item[broken[0]] = broken[1];
   return JSON.stringify(item);
 }

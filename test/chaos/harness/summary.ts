@@ -2,29 +2,11 @@
 import { HARNESS_FAULTS, JOB_KINDS, SERVER_FAULTS } from './plan.js';
 import type { ScenarioStats } from './check.js';
 
-export interface Totals {
+/** Every scenario's figures added up (the checker's ScenarioStats), plus the run's own. */
+export interface Totals extends ScenarioStats {
   scenarios: number;
   failed: number;
   wallMs: number;
-  keepersStarted: number;
-  items: number;
-  runs: number;
-  leasesHeld: number;
-  leaseExpiries: number;
-  startingTimeouts: number;
-  fencedRuns: number;
-  fenceKills: number;
-  overlaps: number;
-  pastLease: number;
-  noLease: number;
-  orphans: number;
-  stuck: number;
-  minMarginMs: number | null;
-  minFencedMarginMs: number | null;
-  minFenceLeftMs: number | null;
-  injected: Record<string, number>;
-  faultHits: Record<string, number>;
-  outcomes: Record<string, number>;
   failedSeeds: number[];
 }
 
