@@ -22,6 +22,7 @@ import {
 } from './classify.js';
 import { type CallSignal, onAbort } from './cancel.js';
 import { ApiError, BadRequestError, MalformedReplyError } from './errors.js';
+import { type RawReply, exchange } from './exchange.js';
 import { Pool } from './pool.js';
 import {
   ENV_ID_RE,
@@ -323,38 +324,40 @@ export class WorkApi {
     }
     try {
       if (deadline.cause() !== undefined) throw errorForFailure(opts.signal?.reason, deadline.cause(), ctx, 'request');
-      let res: Dispatcher.ResponseData;
+      let reply: RawReply;
       try {
-        res = await this.#dispatcher.request({
-          origin: this.origin,
-          path: this.#basePath + spec.path,
-          method: spec.method,
-          headers: { ...this.#headers, 'x-request-id': ourRequestId, ...spec.headers },
-          body: spec.body ?? null,
-          signal: deadline.signal,
-          headersTimeout: 0,
-          bodyTimeout: 0,
-        });
+        reply = await exchange(
+          this.#dispatcher,
+          {
+            origin: this.origin,
+            path: this.#basePath + spec.path,
+            method: spec.method,
+            headers: { ...this.#headers, 'x-request-id': ourRequestId, ...spec.headers },
+            body: spec.body ?? null,
+            headersTimeout: 0,
+            bodyTimeout: 0,
+          },
+          deadline.signal,
+          MAX_REPLY_BYTES,
+        );
       } catch (err) {
         throw errorForFailure(err, deadline.cause(), ctx, 'request');
       }
-      const status = res.statusCode;
+      const status = reply.status;
       const ok = status >= 200 && status <= 299;
-      ctx.requestId = sanitizeRequestId(res.headers['x-request-id'], this.#scrub) ?? ourRequestId;
+      ctx.requestId = sanitizeRequestId(reply.headers['x-request-id'], this.#scrub) ?? ourRequestId;
 
-      let body: Body;
-      try {
-        body = await readBody(res, MAX_REPLY_BYTES);
-      } catch (err) {
-        if (deadline.cause() !== undefined) throw errorForFailure(err, deadline.cause(), ctx, 'body');
-        if (ok) throw malformed(ctx, status, 'the connection closed before the whole body arrived (truncated reply)', err);
+      let body = reply.body;
+      if (reply.bodyError !== undefined) {
+        if (deadline.cause() !== undefined) throw errorForFailure(reply.bodyError, deadline.cause(), ctx, 'body');
+        if (ok) throw malformed(ctx, status, 'the connection closed before the whole body arrived (truncated reply)', reply.bodyError);
         body = { tooBig: false, bytes: new Uint8Array(0) }; // the status alone decides
       }
 
       if (!ok) {
         const envelope = body.tooBig ? {} : parseErrorEnvelope(tryJson(body.bytes));
         if (ctx.requestId === ourRequestId) ctx.requestId = sanitizeRequestId(envelope.requestId, this.#scrub) ?? ourRequestId;
-        throw errorForStatus(status, envelope, parseRetryAfter(res.headers['retry-after']), ctx);
+        throw errorForStatus(status, envelope, parseRetryAfter(reply.headers['retry-after']), ctx);
       }
       if (body.tooBig) throw malformed(ctx, status, `the body is larger than ${MAX_REPLY_BYTES} bytes`);
       let text: string;
@@ -384,39 +387,6 @@ export class WorkApi {
       deadline.dispose();
     }
   }
-}
-
-interface Body {
-  tooBig: boolean;
-  bytes: Uint8Array;
-}
-
-/** Reads at most `limit` bytes; a bigger body (by Content-Length or by count) is dropped and reported as too big. */
-function readBody(res: Dispatcher.ResponseData, limit: number): Promise<Body> {
-  const declared = Number(res.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) {
-    res.body.destroy();
-    return Promise.resolve({ tooBig: true, bytes: new Uint8Array(0) });
-  }
-  if (Number.isFinite(declared)) {
-    // The parser holds the body to its Content-Length: read it whole, without an async iterator.
-    return res.body.arrayBuffer().then((buf) => ({ tooBig: false, bytes: new Uint8Array(buf) }));
-  }
-  return readChunked(res, limit);
-}
-
-async function readChunked(res: Dispatcher.ResponseData, limit: number): Promise<Body> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of res.body as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > limit) {
-      res.body.destroy();
-      return { tooBig: true, bytes: new Uint8Array(0) };
-    }
-    chunks.push(chunk);
-  }
-  return { tooBig: false, bytes: Buffer.concat(chunks, total) };
 }
 
 function tryJson(bytes: Uint8Array): unknown {

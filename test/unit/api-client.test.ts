@@ -577,7 +577,7 @@ describe('deadlines, aborts and the network', () => {
     const call = api.heartbeat(WORK, { expectedLastHeartbeat: NO_HEARTBEAT, desiredTtlSeconds: 60, idempotencyKey: 'k' }, { signal: ac.signal, timeoutMs: null });
     await new Promise((r) => setTimeout(r, 150)); // longer than any timer would matter here: still pending
     expect(seen).toHaveLength(1);
-    expect(added).toBe(1); // undici's own listener only (linkDeadline would add a second)
+    expect(added).toBe(1); // the exchange's listener only (linkDeadline would add a second)
     ac.abort();
     const err = await failure(call);
     expect(err).toBeInstanceOf(TransientError);
@@ -590,7 +590,7 @@ describe('deadlines, aborts and the network', () => {
     const call = api.heartbeat(WORK, { expectedLastHeartbeat: NO_HEARTBEAT, desiredTtlSeconds: 60, idempotencyKey: 'k' }, { signal: cancel, timeoutMs: null });
     await new Promise((r) => setTimeout(r, 50));
     expect(seen).toHaveLength(1);
-    expect(cancel.listenerCount('abort')).toBe(1); // undici's
+    expect(cancel.listenerCount('abort')).toBe(1); // the exchange's
     cancel.abort();
     cancel.abort(); // once
     const err = await failure(call);
