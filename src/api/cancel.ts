@@ -15,9 +15,14 @@ export class CallCancel extends EventEmitter {
   abort(reason?: unknown): void {
     if (this.aborted) return;
     this.aborted = true;
-    this.reason = reason ?? new DOMException('This operation was aborted', 'AbortError');
+    this.reason = reason ?? abortError();
     this.emit('abort');
   }
+}
+
+/** The error an abort without a reason carries, as AbortController's. */
+export function abortError(): DOMException {
+  return new DOMException('This operation was aborted', 'AbortError');
 }
 
 /** What a call accepts as its caller's signal. */

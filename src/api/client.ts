@@ -110,7 +110,6 @@ export class WorkApi {
   readonly #basePath: string;
   readonly #dispatcher: Dispatcher;
   readonly #ownsDispatcher: boolean;
-  readonly #userAgent: string;
   readonly #defaultTimeoutMs: number;
   readonly #scrub: (text: string) => string;
   /** The headers every request carries (the token among them), built once. */
@@ -141,10 +140,10 @@ export class WorkApi {
     this.environmentId = environmentId;
     this.#basePath = `${url.pathname.replace(/\/+$/, '')}/api/v1/cloud/environments/${environmentId}/work`;
     this.#scrub = makeScrubber([token]);
-    this.#userAgent = options.userAgent ?? DEFAULT_USER_AGENT;
-    if (!HEADER_VALUE_RE.test(this.#userAgent)) throw new BadRequestError('userAgent contains characters not allowed in an HTTP header');
+    const userAgent = options.userAgent ?? DEFAULT_USER_AGENT;
+    if (!HEADER_VALUE_RE.test(userAgent)) throw new BadRequestError('userAgent contains characters not allowed in an HTTP header');
     this.#defaultTimeoutMs = timeout;
-    this.#headers = { authorization: `Bearer ${token}`, 'user-agent': this.#userAgent, accept: 'application/json' };
+    this.#headers = { authorization: `Bearer ${token}`, 'user-agent': userAgent, accept: 'application/json' };
     this.#ownsDispatcher = options.dispatcher === undefined;
     this.#dispatcher =
       options.dispatcher ??

@@ -5,7 +5,7 @@
  * reply here is a small JSON document read whole anyway.
  */
 import type { Dispatcher } from 'undici';
-import { type CallSignal, onAbort } from './cancel.js';
+import { type CallSignal, abortError, onAbort } from './cancel.js';
 
 export interface ReplyBody {
   /** More than the limit (by Content-Length or by count): dropped, `bytes` is empty. */
@@ -28,10 +28,10 @@ type Controller = Dispatcher.DispatchController;
  * failed after the headers (`bodyError`). Rejects with the transport's error when no headers arrived.
  * `signal` aborts the exchange at any point.
  */
-export function exchange(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: CallSignal | undefined, limit: number): Promise<RawReply> {
+export function exchange(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: CallSignal, limit: number): Promise<RawReply> {
   return new Promise((resolve, reject) => {
     const collector = new ReplyCollector(limit, resolve, reject);
-    if (signal) collector.removeAbortListener = onAbort(signal, () => collector.abort(signal.reason));
+    collector.removeAbortListener = onAbort(signal, () => collector.abort(signal.reason));
     dispatcher.dispatch(options, collector);
   });
 }
@@ -39,8 +39,8 @@ export function exchange(dispatcher: Dispatcher, options: Dispatcher.DispatchOpt
 class ReplyCollector implements Dispatcher.DispatchHandler {
   removeAbortListener: (() => void) | undefined;
   #controller: Controller | undefined;
+  /** Set once the caller aborted. */
   #abortReason: Error | undefined;
-  #aborted = false;
   #settled = false;
   #status = 0;
   #headers: RawReply['headers'] | null = null;
@@ -56,9 +56,8 @@ class ReplyCollector implements Dispatcher.DispatchHandler {
 
   /** The caller's abort: before the request has a socket, fail at once and abort it when it starts. */
   abort(reason: unknown): void {
-    if (this.#aborted) return;
-    this.#aborted = true;
-    const err = reason instanceof Error ? reason : new DOMException('This operation was aborted', 'AbortError');
+    if (this.#abortReason) return;
+    const err = reason instanceof Error ? reason : abortError();
     this.#abortReason = err;
     if (this.#controller) this.#controller.abort(err);
     else this.#fail(err);

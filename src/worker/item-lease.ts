@@ -273,10 +273,8 @@ export class ItemLease {
     this.dispatch({ type: 'reported', at: this.ctx.clock.now() });
   }
 
+  /** Runs inside dispatch(), whose schedule() then clears the timer: the machine has no wake time once done. */
   private finish(outcome: Outcome, exit: JobExit | null, fatal: 'auth' | 'config' | null, detail: string | null): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    this.timerAt = null;
     this.heartbeatAbort?.abort();
     const exitCode = fatal === 'auth' ? EXIT.auth : fatal === 'config' ? EXIT.config : exitCodeFor(outcome, exit, signalNumber);
     this.ctx.events.outcome(outcome);
