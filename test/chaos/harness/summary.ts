@@ -43,31 +43,34 @@ const addAll = (into: Record<string, number>, from: Record<string, number>): voi
   for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
 };
 
+/** The scenario figures that add up, that take the minimum, and that are counts by name. */
+const SUMS = [
+  'keepersStarted',
+  'items',
+  'runs',
+  'leasesHeld',
+  'leaseExpiries',
+  'startingTimeouts',
+  'fencedRuns',
+  'fenceKills',
+  'overlaps',
+  'pastLease',
+  'noLease',
+  'orphans',
+  'stuck',
+] as const satisfies readonly (keyof ScenarioStats)[];
+const MINIMA = ['minMarginMs', 'minFencedMarginMs', 'minFenceLeftMs'] as const satisfies readonly (keyof ScenarioStats)[];
+const TALLIES = ['injected', 'faultHits', 'outcomes'] as const satisfies readonly (keyof ScenarioStats)[];
+
 export function addScenario(t: Totals, seed: number, s: ScenarioStats, violations: number): void {
   t.scenarios++;
   if (violations > 0) {
     t.failed++;
     t.failedSeeds.push(seed);
   }
-  t.keepersStarted += s.keepersStarted;
-  t.items += s.items;
-  t.runs += s.runs;
-  t.leasesHeld += s.leasesHeld;
-  t.leaseExpiries += s.leaseExpiries;
-  t.startingTimeouts += s.startingTimeouts;
-  t.fencedRuns += s.fencedRuns;
-  t.fenceKills += s.fenceKills;
-  t.overlaps += s.overlaps;
-  t.pastLease += s.pastLease;
-  t.noLease += s.noLease;
-  t.orphans += s.orphans;
-  t.stuck += s.stuck;
-  t.minMarginMs = min(t.minMarginMs, s.minMarginMs);
-  t.minFencedMarginMs = min(t.minFencedMarginMs, s.minFencedMarginMs);
-  t.minFenceLeftMs = min(t.minFenceLeftMs, s.minFenceLeftMs);
-  addAll(t.injected, s.injected);
-  addAll(t.faultHits, s.faultHits);
-  addAll(t.outcomes, s.outcomes);
+  for (const k of SUMS) t[k] += s[k];
+  for (const k of MINIMA) t[k] = min(t[k], s[k]);
+  for (const k of TALLIES) addAll(t[k], s[k]);
 }
 
 const ms = (v: number | null): string => (v === null ? 'n/a' : `${Math.round(v)} ms`);
