@@ -12,7 +12,7 @@ const INDEX = [
   'POST   /_admin/items/{id}/stop       {force?}',
   'POST   /_admin/items/{id}/takeover   {worker_id?}',
   'GET    /_admin/settings',
-  'POST   /_admin/settings              {ttl_override_seconds?, reclaim_default_ms?, starting_timeout_ms?, environment_type?, default_ttl_seconds?}',
+  'POST   /_admin/settings              {ttl_override_seconds?, reclaim_default_ms?, starting_timeout_ms?, environment_type?, default_ttl_seconds?, idempotency_ttl_ms?, idempotency_max_keys?}',
   'GET    /_admin/faults',
   'POST   /_admin/faults                {endpoint, kind, times?, work_id?, latency_ms?, status?, retry_after_s?, body?} -> {id, fault}',
   'DELETE /_admin/faults                -> {cleared}',

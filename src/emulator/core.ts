@@ -2,6 +2,7 @@ import type { WorkHeartbeat, WorkItem } from '../api/types.js';
 import type { EmulatorClock } from './clock.js';
 import { EventLog } from './events.js';
 import { FaultRegistry, type Fault, type FaultSpec } from './faults.js';
+import { IdempotencyKeys } from './idempotency.js';
 import type { WorkQueueStats } from '../api/types.js';
 import { queueStats } from './queries.js';
 import { WorkStore } from './store.js';
@@ -13,6 +14,8 @@ export const DEFAULT_SETTINGS: EmulatorSettings = {
   starting_timeout_ms: 60_000,
   environment_type: 'self_hosted',
   default_ttl_seconds: 60,
+  idempotency_ttl_ms: 24 * 3600 * 1000,
+  idempotency_max_keys: 10_000,
 };
 
 const isInt = (v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): v is number =>
@@ -44,6 +47,14 @@ export function parseSettingsPatch(input: unknown): Partial<EmulatorSettings> {
         if (!isInt(v, 1)) throw badRequest('default_ttl_seconds must be a positive integer');
         out.default_ttl_seconds = v;
         break;
+      case 'idempotency_ttl_ms':
+        if (!isInt(v, 1)) throw badRequest('idempotency_ttl_ms must be a positive integer');
+        out.idempotency_ttl_ms = v;
+        break;
+      case 'idempotency_max_keys':
+        if (!isInt(v, 1)) throw badRequest('idempotency_max_keys must be a positive integer');
+        out.idempotency_max_keys = v;
+        break;
       default:
         throw badRequest(`unknown setting ${k}`);
     }
@@ -66,6 +77,8 @@ export class EmulatorCore {
   readonly faults = new FaultRegistry();
   readonly store: WorkStore;
   readonly settings: EmulatorSettings;
+  /** Replies stored by Idempotency-Key (bounded by the idempotency_* settings). */
+  readonly idempotency = new IdempotencyKeys(() => ({ ttlMs: this.settings.idempotency_ttl_ms, maxKeys: this.settings.idempotency_max_keys }));
   private readonly initial: EmulatorSettings;
 
   constructor(
@@ -150,6 +163,7 @@ export class EmulatorCore {
   reset(ctx: CallContext = {}): void {
     this.store.clear();
     this.faults.clear();
+    this.idempotency.clear();
     Object.assign(this.settings, this.initial);
     this.events.clear();
     this.events.append({ type: 'reset', request_id: ctx.requestId });

@@ -27,6 +27,8 @@ export const EVENT_TYPES = [
   'list_rejected',
   'stats_rejected',
   'request_rejected',
+  // a POST whose Idempotency-Key was seen before on the same call: the stored reply again, nothing applied
+  'replayed',
   // the emulator itself
   'lease_expired',
   'takeover',

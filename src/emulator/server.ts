@@ -9,6 +9,7 @@ import { DEFAULT_SETTINGS, EmulatorCore, parseSettingsPatch, type QueueOptions }
 import { ENV_ID_RE } from './ids.js';
 import type { Fault, FaultSpec } from './faults.js';
 import { errorReply, fromError, readBody, resetSocket, send, sleep, type Reply } from './http.js';
+import { callFingerprint, idempotencyKeyOf } from './idempotency.js';
 import type { WorkQueueStats } from '../api/types.js';
 import {
   EmulatorError,
@@ -136,12 +137,49 @@ export async function startEmulator(opts: EmulatorOptions & { clock?: EmulatorCl
       if (body === 'too_large') throw new EmulatorError(400, 'invalid_request_error', 'request body too large');
       const call = { route, req, url, body, ctx, notExtended: fault?.kind === 'not_extended', signal };
       checkAccess(core, token, call);
-      reply = await handleWork(core, call);
+      reply = await idempotent(route, req, url, body, ctx, () => handleWork(core, call));
     } catch (err) {
       reply = refusal(err, ctx, route.endpoint, route.workId);
     }
     if (fault?.kind === 'drop_reply') return resetSocket(req);
     send(res, reply);
+  }
+
+  /**
+   * Runs `handle` unless the request's Idempotency-Key was seen before: the same call gets the stored reply
+   * (marked with the Idempotent-Replayed header, logged as `replayed`), a different call 422. Checked after
+   * authentication, so a retry with a rotated token still replays, and a refused token stores nothing.
+   * A 5xx is not stored: the retry is applied as the first attempt would have been.
+   */
+  async function idempotent(route: WorkRoute, req: IncomingMessage, url: URL, body: Buffer, ctx: CallContext, handle: () => Promise<Reply>): Promise<Reply> {
+    const key = req.method === 'POST' ? idempotencyKeyOf(req) : undefined;
+    if (key === undefined) return handle();
+    const fingerprint = callFingerprint('POST', url, ctx.workerId ?? null, body);
+    const call = `POST ${url.pathname}${url.search}`;
+    const seen = core.idempotency.lookup(key, fingerprint, call, core.store.nowMs());
+    if (seen?.kind === 'mismatch') throw seen.error;
+    if (seen?.kind === 'replay') {
+      core.events.append({
+        type: 'replayed',
+        replayed: true,
+        request_id: ctx.requestId,
+        work_id: route.workId,
+        worker_id: ctx.workerId,
+        endpoint: route.endpoint,
+        status: seen.reply.status,
+        idempotency_key: key,
+        original_request_id: seen.originalRequestId,
+      });
+      return seen.reply;
+    }
+    let reply: Reply;
+    try {
+      reply = await handle();
+    } catch (err) {
+      reply = refusal(err, ctx, route.endpoint, route.workId);
+    }
+    if (reply.status < 500) core.idempotency.remember(key, fingerprint, call, reply, ctx.requestId!, core.store.nowMs());
+    return reply;
   }
 
   function refusal(err: unknown, ctx: CallContext, endpoint: string, workId?: string): Reply {

@@ -27,6 +27,10 @@ export interface EmulatorSettings {
   environment_type: EnvironmentType;
   /** Ttl asked for when a heartbeat omits `desired_ttl_seconds` (then clamped or overridden as usual). */
   default_ttl_seconds: number;
+  /** How long an Idempotency-Key is remembered after its first use. */
+  idempotency_ttl_ms: number;
+  /** At most this many keys are remembered; the oldest are forgotten first. */
+  idempotency_max_keys: number;
 }
 
 export interface EmulatorOptions {

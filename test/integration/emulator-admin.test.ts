@@ -72,9 +72,9 @@ describe('emulator admin API', () => {
     ]);
 
     const settings = await admin(em, 'POST', 'settings', { ttl_override_seconds: 2, reclaim_default_ms: 100, starting_timeout_ms: 5000, environment_type: 'self_hosted' });
-    expect(settings.json).toEqual({ ttl_override_seconds: 2, reclaim_default_ms: 100, starting_timeout_ms: 5000, environment_type: 'self_hosted', default_ttl_seconds: 60 });
+    expect(settings.json).toEqual({ ttl_override_seconds: 2, reclaim_default_ms: 100, starting_timeout_ms: 5000, environment_type: 'self_hosted', default_ttl_seconds: 60, idempotency_ttl_ms: 86_400_000, idempotency_max_keys: 10_000 });
     expect((await admin(em, 'GET', 'settings')).json).toEqual(settings.json);
-    for (const bad of [{ ttl_override_seconds: 0 }, { reclaim_default_ms: -1 }, { environment_type: 'aws' }, { unknown: 1 }]) {
+    for (const bad of [{ ttl_override_seconds: 0 }, { reclaim_default_ms: -1 }, { environment_type: 'aws' }, { unknown: 1 }, { idempotency_ttl_ms: 0 }, { idempotency_max_keys: 1.5 }]) {
       expect((await admin(em, 'POST', 'settings', bad)).status).toBe(400);
     }
 

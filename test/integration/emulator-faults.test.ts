@@ -5,10 +5,12 @@ import { startEmulator, type Emulator } from '../../src/emulator/index.js';
 
 function client(em: Emulator, workerId = 'w1') {
   const base = `${em.url}/api/v1/cloud/environments/${em.environmentId}/work`;
-  const call = async (method: string, path: string, query: Record<string, string | number | undefined> = {}, signal?: AbortSignal) => {
+  const call = async (method: string, path: string, query: Record<string, string | number | undefined> = {}, signal?: AbortSignal, key?: string) => {
     const url = new URL(base + path);
     for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, String(v));
-    const res = await fetch(url, { method, headers: { authorization: `Bearer ${em.token}`, 'worker-id': workerId }, ...(signal ? { signal } : {}) });
+    const headers: Record<string, string> = { authorization: `Bearer ${em.token}`, 'worker-id': workerId };
+    if (key !== undefined) headers['idempotency-key'] = key;
+    const res = await fetch(url, { method, headers, ...(signal ? { signal } : {}) });
     const text = await res.text();
     let json: any;
     try {
@@ -21,7 +23,8 @@ function client(em: Emulator, workerId = 'w1') {
   return {
     poll: (q: Record<string, number> = {}, signal?: AbortSignal) => call('GET', '/poll', q, signal),
     ack: (id: string, signal?: AbortSignal) => call('POST', `/${id}/ack`, {}, signal),
-    hb: (id: string, expected?: string, signal?: AbortSignal) => call('POST', `/${id}/heartbeat`, { expected_last_heartbeat: expected, desired_ttl_seconds: 30 }, signal),
+    hb: (id: string, expected?: string, signal?: AbortSignal, key?: string) =>
+      call('POST', `/${id}/heartbeat`, { expected_last_heartbeat: expected, desired_ttl_seconds: 30 }, signal, key),
     get: (id: string) => call('GET', `/${id}`),
     stop: (id: string) => call('POST', `/${id}/stop`),
     list: () => call('GET', ''),
@@ -118,7 +121,7 @@ describe('emulator faults', () => {
     const now = em.item(id).lease!.last_heartbeat;
     expect(now > last).toBe(true);
     expect((await c.get(id)).json.latest_heartbeat_at).toBe(now);
-    // the retry with the same precondition is refused: the lost reply carried the new one
+    // the retry with the same precondition (and no Idempotency-Key) is refused: the lost reply carried the new one
     const retry = await c.hb(id, last);
     expect(retry.status).toBe(412);
     expect((await c.hb(id, now)).status).toBe(200);

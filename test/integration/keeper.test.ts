@@ -153,17 +153,21 @@ describe('lease-keeper run --once', () => {
     expect(rejected).toEqual([]);
   });
 
-  it('reply dropped after the server applied it: the next beat gets 412 and the job is stopped (documented limit)', async () => {
+  it('reply dropped after the server applied it: the retry carries the same Idempotency-Key, gets the stored reply, and the lease is kept', async () => {
     const [item] = emu.queue({ count: 1 });
-    const k = keeper({ command: [job] });
+    const k = keeper({ command: [job], env: { JOB_SECONDS: '4' } });
     await jobStarted(record);
     await k.waitForMsg('heartbeat');
     emu.injectFault({ endpoint: 'heartbeat', kind: 'drop_reply', work_id: item!.id });
-    await k.waitForMsg('lease_lost');
-    expect((await k.exit()).code).toBe(75);
-    expect(readRecords(record)[0]!.how).toBe('term');
-    // The server applied the dropped beat, so nobody else held the lease while our job ran.
-    expect(emu.item(item!.id).lease?.holder_worker_id).not.toBe('emulator-takeover');
+    await k.waitForMsg('heartbeat_retry');
+    expect((await k.exit()).code).toBe(0);
+    expect(readRecords(record)[0]!.how).toBe('done');
+    expect(emu.item(item!.id).metadata.outcome).toBe('completed');
+    // The retry was answered from the stored reply (not applied twice), and nothing was refused.
+    const replays = emu.events().filter((e) => e.type === 'replayed' && e.work_id === item!.id);
+    expect(replays).toEqual([expect.objectContaining({ endpoint: 'heartbeat', status: 200, replayed: true })]);
+    expect(emu.events().filter((e) => e.type === 'heartbeat_rejected')).toEqual([]);
+    expect(k.msgs()).not.toContain('lease_lost');
   });
 
   it('network hang: self-fenced, the whole group dead before the lease deadline with the margin kept', async () => {
