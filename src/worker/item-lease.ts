@@ -9,7 +9,7 @@ import { CallCancel } from '../api/cancel.js';
 import { ApiError } from '../api/errors.js';
 import type { WorkApi } from '../api/client.js';
 import type { WorkItem } from '../api/types.js';
-import { ProcessGroup, SpawnError } from '../job/index.js';
+import { ProcessGroup, SpawnError, type JobSpec, type StopOptions } from '../job/index.js';
 import type { Clock } from '../lease/clock.js';
 import {
   type HeartbeatFailure,
@@ -37,7 +37,25 @@ export interface ItemContext {
   clock: Clock;
   events: KeeperEvents;
   random?: () => number;
+  /** Starts the job (throws SpawnError when it cannot run); default ProcessGroup.start. Tests pass a fake. */
+  startJob?: StartJob;
 }
+
+/** What ItemLease needs of a running job: the ProcessGroup surface it uses. */
+export interface JobGroup {
+  readonly pid: number;
+  readonly pgid: number;
+  readonly parentDeathSignal: boolean;
+  /** The leader exited. */
+  readonly exited: Promise<JobExit>;
+  /** Nothing of the job is alive any more. */
+  readonly empty: Promise<void>;
+  interrupt(signal: NodeJS.Signals): void;
+  kill(): void;
+  stop(opts: StopOptions): Promise<unknown>;
+}
+
+export type StartJob = (spec: JobSpec) => JobGroup;
 
 export interface ItemResult {
   workId: string;
@@ -56,7 +74,7 @@ export class ItemLease {
   private timerAt: number | null = null;
   private heartbeatAbort: CallCancel | null = null;
   private readonly reportAbort = new AbortController();
-  private group: ProcessGroup | null = null;
+  private group: JobGroup | null = null;
   private readonly queue: LeaseEvent[] = [];
   private dispatching = false;
   private resolveDone!: (r: ItemResult) => void;
@@ -215,7 +233,7 @@ export class ItemLease {
   private spawnJob(): void {
     const env = jobEnvironment(this.ctx.baseEnv, this.item, this.ctx.token);
     try {
-      const group = ProcessGroup.start({ command: this.ctx.command, env });
+      const group = (this.ctx.startJob ?? ProcessGroup.start)({ command: this.ctx.command, env });
       this.group = group;
       if (!group.parentDeathSignal) {
         this.log.warn({}, 'no_parent_death_signal: setpriv not found; if the keeper is SIGKILLed outside systemd the job keeps running');
@@ -239,7 +257,7 @@ export class ItemLease {
    * are part of the job, and the job may not outlive the lease, so they get the stop signal and grace.
    * Until they are gone the machine still sees a running job, so its fence still applies.
    */
-  private stopLeftovers(group: ProcessGroup, exit: JobExit): void {
+  private stopLeftovers(group: JobGroup, exit: JobExit): void {
     this.log.warn({ pgid: group.pgid, exit_code: exit.code, signal: exit.signal }, 'job_left_processes: stopping the rest of its group');
     group.stop({ signal: this.ctx.settings.stopSignal, graceMs: this.ctx.settings.graceMs }).catch((err: unknown) => {
       this.log.error({ err, pgid: group.pgid }, 'job_group_stop_failed');
@@ -302,7 +320,7 @@ function viewPhase(s: LeaseState): LeaseView['phase'] {
 }
 
 /** True when members of the group are still alive a moment after the leader exited. */
-async function leftBehind(group: ProcessGroup): Promise<boolean> {
+async function leftBehind(group: JobGroup): Promise<boolean> {
   const settled = await Promise.race([group.empty.then(() => true), sleep(100).then(() => false)]);
   return !settled;
 }

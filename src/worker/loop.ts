@@ -10,7 +10,7 @@ import type { LeaseSettings } from '../lease/machine.js';
 import { EXIT } from '../lease/outcome.js';
 import type { Logger } from '../observe/logger.js';
 import type { KeeperEvents, KeeperSnapshot } from '../observe/snapshot.js';
-import { ItemLease, type ItemResult } from './item-lease.js';
+import { ItemLease, type ItemResult, type StartJob } from './item-lease.js';
 import { retryTransient, sleep } from './retry.js';
 
 export interface WorkerOptions {
@@ -30,6 +30,8 @@ export interface WorkerOptions {
   /** Poll's long-poll wait (1..999 ms). */
   blockMs?: number;
   random?: () => number;
+  /** How jobs are started (default ProcessGroup.start); tests pass a fake. */
+  startJob?: StartJob;
 }
 
 /** Why `run()` ended, and the process exit code that goes with it. */
@@ -208,6 +210,7 @@ export class Worker {
       clock: this.o.clock,
       events: this.o.events,
       random: this.o.random,
+      ...(this.o.startJob ? { startJob: this.o.startJob } : {}),
     });
     this.held.set(item.id, lease);
     void lease.start().then((r) => this.onItemDone(r));

@@ -2,6 +2,7 @@
  * The real `bin/lease-keeper run` against the real emulator over loopback. Leases are granted for 2 s
  * (admin override) so a lifecycle takes seconds; tolerances are stated where time matters.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
@@ -170,6 +171,41 @@ describe('lease-keeper run --once', () => {
     expect(k.msgs()).not.toContain('lease_lost');
   });
 
+  it('a leader that exits 0 while a member of its job lives on: the item is reported only after that member is gone', async () => {
+    const [item] = emu.queue({ count: 1 });
+    const leader = join(dir, 'leader.sh');
+    writeFileSync(
+      leader,
+      `#!/usr/bin/env bash
+now() { date +%s%3N; }
+# The member drains for 0.7 s on SIGTERM (well within the 3 s grace), then records its end.
+( trap 'sleep 0.7; echo "member_end $(now)" >> "$RECORD"; exit 0' TERM
+  echo "member_start $(now)" >> "$RECORD"
+  while true; do sleep 0.05; done ) &
+sleep 0.5
+echo "leader_exit $(now)" >> "$RECORD"
+exit 0
+`,
+      { mode: 0o755 },
+    );
+    const k = keeper({ command: [leader], env: { LEASE_KEEPER_STOP_GRACE_SECONDS: '3' } });
+    expect((await k.exit()).code).toBe(0);
+    const marks = new Map(
+      readFileSync(record, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ') as [string, string]),
+    );
+    const [leaderExit, memberEnd] = [Number(marks.get('leader_exit')), Number(marks.get('member_end'))];
+    expect(memberEnd).toBeGreaterThan(leaderExit + 500); // the member really outlived its leader
+    expect(k.msgs()).toContain('job_left_processes');
+    // Nothing was reported (metadata, stop) before the member was gone.
+    const reports = emu.events().filter((e) => (e.type === 'metadata_updated' || e.type === 'stop_requested') && e.work_id === item!.id);
+    expect(reports.map((e) => e.type)).toEqual(['metadata_updated', 'stop_requested']);
+    for (const e of reports) expect(e.t_ms).toBeGreaterThanOrEqual(memberEnd);
+    expect(emu.item(item!.id)).toMatchObject({ state: 'stopped', metadata: { outcome: 'completed', exit_code: '0' } });
+  });
+
   it('network hang: self-fenced, the whole group dead before the lease deadline with the margin kept', async () => {
     const [item] = emu.queue({ count: 1 });
     const k = keeper({ command: [job], env: { JOB_MODE: 'ignore-term' } });
@@ -291,6 +327,18 @@ describe('lease-keeper run (daemon)', () => {
   it('two keepers on one queue with concurrency 3 each: every item runs exactly once, never overlapping', async () => {
     const items = emu.queue({ count: 12 });
     const env = { LEASE_KEEPER_CONCURRENCY: '3', JOB_SECONDS: '1' };
+    // Items held per worker as the emulator sees them: from its ack until its stop completed.
+    const held = new Map<string, number>();
+    const maxHeld = new Map<string, number>();
+    const holder = new Map<string, string>();
+    const off = emu.onEvent((e) => {
+      if (e.type === 'ack' && !e.retry && e.worker_id) holder.set(e.work_id!, e.worker_id);
+      else if (!(e.type === 'stopped' && holder.has(e.work_id!))) return;
+      const w = holder.get(e.work_id!)!;
+      held.set(w, (held.get(w) ?? 0) + (e.type === 'ack' ? 1 : -1));
+      maxHeld.set(w, Math.max(maxHeld.get(w) ?? 0, held.get(w)!));
+      if (e.type === 'stopped') holder.delete(e.work_id!);
+    });
     const a = keeper({ command: [job], once: false, env });
     const b = keeper({ command: [job], once: false, env });
     const deadline = Date.now() + 30_000;
@@ -312,5 +360,8 @@ describe('lease-keeper run (daemon)', () => {
     }
     expect(byWorker.size).toBe(2);
     expect(runs).toHaveLength(12);
+    off();
+    expect([...maxHeld.values()].every((n) => n <= 3)).toBe(true);
+    expect(Math.max(...maxHeld.values())).toBe(3);
   });
 });
