@@ -107,7 +107,7 @@ export class FakeApi {
   }
 
   enqueue(...ids: string[]): void {
-    for (const id of ids) this.queue.push(wireItem({ id, state: 'queued' }) as WorkItem);
+    for (const id of ids) this.queue.push(wireItem({ id, state: 'queued' }) as unknown as WorkItem);
     while (this.queue.length > 0 && this.waitingPolls.length > 0) this.waitingPolls.shift()!.resolve(reply(this.queue.shift()!));
   }
 
@@ -127,7 +127,7 @@ export class FakeApi {
 
   /** A successful ack's reply. */
   ackReply(workId: string): Reply<WorkItem> {
-    return reply(wireItem({ id: workId, state: 'starting' }) as WorkItem);
+    return reply(wireItem({ id: workId, state: 'starting' }) as unknown as WorkItem);
   }
 
   ack(workId: string, _p: unknown, opts: CallOptions = {}): Promise<Reply<WorkItem>> {
@@ -158,13 +158,13 @@ export class FakeApi {
   updateMetadata(workId: string, metadata: Record<string, string | null>): Promise<Reply<WorkItem>> {
     this.onCall('update_metadata', workId);
     this.metadata.push({ workId, metadata });
-    return Promise.resolve(reply(wireItem({ id: workId, state: 'active' }) as WorkItem));
+    return Promise.resolve(reply(wireItem({ id: workId, state: 'active' }) as unknown as WorkItem));
   }
 
   stop(workId: string): Promise<Reply<WorkItem>> {
     this.onCall('stop', workId);
     this.stops.push(workId);
-    return Promise.resolve(reply(wireItem({ id: workId, state: 'stopped' }) as WorkItem));
+    return Promise.resolve(reply(wireItem({ id: workId, state: 'stopped' }) as unknown as WorkItem));
   }
 }
 

@@ -24,7 +24,7 @@ const settle = () => vi.advanceTimersByTimeAsync(0);
 
 function lease(api: FakeApi, over: Partial<ReturnType<typeof settings>> = {}) {
   const jobs = fakeJobs();
-  const item = wireItem({ id: 'work_t1', state: 'starting' }) as WorkItem;
+  const item = wireItem({ id: 'work_t1', state: 'starting' }) as unknown as WorkItem;
   const l = new ItemLease(item, {
     api: api.asApi(),
     settings: settings(over),
