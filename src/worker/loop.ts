@@ -220,6 +220,9 @@ export class Worker {
     this.held.delete(r.workId);
     this.lastItem = r;
     if (r.fatal && !this.fatal) {
+      // The item logged its lease loss as a warning; the daemon ending is the error an operator must see
+      // (`journalctl -p err`), as when a poll is refused.
+      this.o.log.fatal({ work_id: r.workId, exit_code: r.exitCode }, r.fatal === 'auth' ? 'auth_failed' : 'environment_unusable');
       this.fatal = { exitCode: r.exitCode, reason: 'fatal', lastItem: r };
       this.shutdown();
     }

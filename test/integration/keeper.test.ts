@@ -296,6 +296,18 @@ exit 0
     expect(k.lines.find((l) => l.msg === 'auth_failed')).toBeDefined();
   });
 
+  it('401 on a heartbeat mid-lease (token unchanged): the job is stopped, exit 77, and the end is logged as fatal auth_failed', async () => {
+    const [item] = emu.queue({ count: 1 });
+    const k = keeper({ command: [job], once: false });
+    await jobStarted(record);
+    emu.injectFault({ endpoint: 'heartbeat', kind: 'status', status: 401, times: 0 });
+    expect((await k.exit(15_000)).code).toBe(77);
+    expect(readRecords(record)[0]?.end).not.toBeNull();
+    // The lease loss is a warning of the item; the daemon ending is the error `journalctl -p err` must show.
+    const fatal = k.lines.filter((l) => l.msg === 'auth_failed');
+    expect(fatal.map((l) => [l.level, l.work_id])).toEqual([[60, item!.id]]);
+  });
+
   it('bad configuration: every problem listed, exit 78, nothing sent', async () => {
     const k = keeper({
       command: [job],
