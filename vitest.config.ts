@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    exclude: ['dist/**', 'node_modules/**', 'test/chaos/**'],
+    exclude: ['dist/**', 'node_modules/**', 'test/chaos/**', 'test/system/**'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Integration tests spawn real keepers and jobs; two cores, so keep the pool small.
