@@ -2,12 +2,12 @@
 // --perf-basic-prof (JS frames named `JS:*fn file:line`). Unlike the V8 sampler (--cpu-prof), perf sees
 // every CPU cycle of the process: native code, GC threads and the kernel too.
 //
-//   node bench/perf-report.mjs perf.txt [top]
+//   node --import tsx bench/tools/perf-report.ts perf.txt [top] [pid]
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** Where a frame's code lives. */
-function originOf(sym, dso) {
+function originOf(sym: string, dso: string): string {
   if (sym.includes('/dist/')) return 'ours';
   const dep = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(sym);
   if (dep) return `dep:${dep[1]}`;
@@ -22,38 +22,66 @@ function originOf(sym, dso) {
   return 'other';
 }
 
-const clean = (sym) =>
+const clean = (sym: string): string =>
   sym
     .replace(/\+0x[0-9a-f]+$/, '')
     .replace(/file:\/\/\/?[^ ]*?\/dist\//, 'dist/')
     .replace(/\/[^ ]*\/node_modules\//, 'node_modules/');
 
-export function parsePerfScript(text) {
-  const samples = [];
+export interface PerfFrame {
+  sym: string;
+  dso: string;
+}
+
+export interface PerfSample {
+  comm: string;
+  tid: number;
+  weight: number;
+  frames: PerfFrame[];
+}
+
+export function parsePerfScript(text: string): PerfSample[] {
+  const samples: PerfSample[] = [];
   for (const block of text.split(/\n\s*\n/)) {
     const lines = block.split('\n').filter((l) => l.trim() !== '');
     if (lines.length === 0) continue;
-    const head = /^(\S.*?)\s+(\d+)\s+[\d.]+:\s+(\d+)\s/.exec(lines[0]);
+    const head = /^(\S.*?)\s+(\d+)\s+[\d.]+:\s+(\d+)\s/.exec(lines[0] ?? '');
     if (!head) continue;
-    const frames = [];
+    const frames: PerfFrame[] = [];
     for (const l of lines.slice(1)) {
       const m = /^\s*[0-9a-f]+\s+(.*)\s+\((.*)\)\s*$/.exec(l);
-      if (m) frames.push({ sym: m[1], dso: m[2] });
+      if (m) frames.push({ sym: m[1] ?? '', dso: m[2] ?? '' });
     }
-    samples.push({ comm: head[1], tid: Number(head[2]), weight: Number(head[3]), frames });
+    samples.push({ comm: head[1] ?? '', tid: Number(head[2]), weight: Number(head[3]), frames });
   }
   return samples;
 }
 
-export function perfSummary(samples, { pid = null, top = 25 } = {}) {
+export interface PerfRow {
+  what: string;
+  pct: number;
+  ms: number;
+}
+
+export interface PerfSummary {
+  totalMs: number;
+  byThread: PerfRow[];
+  byOrigin: PerfRow[];
+  byTopic: PerfRow[];
+  topSelf: PerfRow[];
+  oursInclusive: PerfRow[];
+  nearestOurs: PerfRow[];
+}
+
+export function perfSummary(samples: PerfSample[], { pid = null as number | null, top = 25 } = {}): PerfSummary {
   const total = samples.reduce((a, s) => a + s.weight, 0);
-  const add = (m, k, w) => m.set(k, (m.get(k) ?? 0) + w);
-  const byThread = new Map();
-  const byOrigin = new Map();
-  const selfSym = new Map();
-  const oursInclusive = new Map();
-  const nearestOurs = new Map();
-  const topic = new Map();
+  const add = (m: Map<string, number>, k: string, w: number): Map<string, number> => m.set(k, (m.get(k) ?? 0) + w);
+  const byThread = new Map<string, number>();
+  const byOrigin = new Map<string, number>();
+  const selfSym = new Map<string, number>();
+  const oursInclusive = new Map<string, number>();
+  const nearestOurs = new Map<string, number>();
+  const topic = new Map<string, number>();
   for (const s of samples) {
     add(byThread, pid !== null && s.tid === pid ? 'main' : s.comm, s.weight);
     const leaf = s.frames[0];
@@ -61,8 +89,8 @@ export function perfSummary(samples, { pid = null, top = 25 } = {}) {
     const o = originOf(leaf.sym, leaf.dso);
     add(byOrigin, o, s.weight);
     add(selfSym, `[${o}] ${clean(leaf.sym)}`, s.weight);
-    const seen = new Set();
-    let nearest = null;
+    const seen = new Set<string>();
+    let nearest: string | null = null;
     for (const f of s.frames) {
       if (f.sym.includes('/dist/')) {
         const k = clean(f.sym);
@@ -97,8 +125,8 @@ export function perfSummary(samples, { pid = null, top = 25 } = {}) {
                     : 'other';
     add(topic, t, s.weight);
   }
-  const pct = (w) => Number(((100 * w) / Math.max(1, total)).toFixed(1));
-  const list = (m, n = top) =>
+  const pct = (w: number): number => Number(((100 * w) / Math.max(1, total)).toFixed(1));
+  const list = (m: Map<string, number>, n = top): PerfRow[] =>
     [...m.entries()]
       .sort((a, b) => b[1] - a[1])
       .slice(0, n)
@@ -114,9 +142,9 @@ export function perfSummary(samples, { pid = null, top = 25 } = {}) {
   };
 }
 
-export function printPerfSummary(r, out = console.log) {
+export function printPerfSummary(r: PerfSummary, out: (line: string) => void = console.log): void {
   out(`perf: ${r.totalMs} ms of CPU sampled (all threads, user + kernel)`);
-  for (const [title, rows] of [
+  for (const [title, rows] of <[string, PerfRow[]][]>[
     ['by thread', r.byThread],
     ['by origin of the running code', r.byOrigin],
     ['by topic (any frame on the stack)', r.byTopic],
@@ -131,5 +159,6 @@ export function printPerfSummary(r, out = console.log) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [file, top, pid] = process.argv.slice(2);
+  if (file === undefined) throw new Error('usage: perf-report.ts <perf script output> [top] [pid]');
   printPerfSummary(perfSummary(parsePerfScript(readFileSync(file, 'utf8')), { top: Number(top ?? 25), pid: pid ? Number(pid) : null }));
 }

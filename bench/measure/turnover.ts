@@ -1,0 +1,197 @@
+// Turnover against a floor. (a) Cold fill: from the exec to N jobs running (N queued items, concurrency N,
+// job `sleep 3600`, default ttl), then the drain of as many jobs (one SIGTERM: every job stopped and
+// reported, then the keeper exits). (b) Short jobs: items finished per second and keeper CPU per item at
+// concurrency 100 with `true` as the job (claim, lease, run, report, confirm). Beside each, the floor
+// (bench/loops/floor-loop.ts): the same calls and the same spawn with no keeper logic.
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { ROOT } from '../lib/build.js';
+import { TS_NODE_ARGS, type Bench } from '../lib/context.js';
+import { EventFeed, withEmulator, type Emulator } from '../lib/emulator.js';
+import { logMs, spawnKeeper } from '../lib/keeper.js';
+import { cpuMeter, cpuSeconds, foreignMeter, track } from '../lib/proc.js';
+import { round } from '../lib/stats.js';
+import { sleep, waitUntil } from '../lib/time.js';
+
+interface Fill {
+  items: number;
+  fill_s: number | null;
+  fill_cpu_ms_per_item: number | null;
+  drain_s: number | null;
+}
+
+interface Short {
+  items_per_s: number | null;
+  cpu_ms_per_item: number | null;
+  cpu_pct: number | null;
+  items: number;
+  window_s: number | null;
+  foreign_busy_pct: number | null;
+}
+
+export interface TurnoverResult {
+  turnover: {
+    cold_fill: { keeper: Fill; floor: Fill; ratio_fill_s: number | null }[];
+    short_jobs: { concurrency: number; job: string; keeper: Short; floor: Short; cpu_per_item_ratio: number | null };
+    floor_claim_lanes: number;
+  };
+}
+
+/** Claims the floor keeps in flight while filling (the keeper decides its own). */
+const FLOOR_LANES = 16;
+
+function startFloor(emu: Emulator, args: string[]): { child: ChildProcessByStdio<Writable, Readable, null>; pid: number; next: <T>() => Promise<T> } {
+  const child = spawn(process.execPath, [...TS_NODE_ARGS, join(ROOT, 'bench/loops/floor-loop.ts'), emu.url, emu.token, emu.environmentId, ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { PATH: process.env.PATH, HOME: process.env.HOME },
+  });
+  const pid = track(child.pid);
+  const lines = createInterface({ input: child.stdout });
+  const queue: string[] = [];
+  const waiting: ((l: string) => void)[] = [];
+  lines.on('line', (l) => {
+    const w = waiting.shift();
+    if (w) w(l);
+    else queue.push(l);
+  });
+  const next = <T>(): Promise<T> =>
+    new Promise<string>((r) => {
+      const l = queue.shift();
+      if (l !== undefined) r(l);
+      else waiting.push(r);
+    }).then((l) => JSON.parse(l) as T);
+  return { child, pid, next };
+}
+
+async function keeperFill(b: Bench, emu: Emulator, n: number, env: Record<string, string>): Promise<Fill> {
+  await emu.admin.queue(n);
+  const k = spawnKeeper(emu, { workerId: `bench-fill-${n}`, concurrency: n, command: ['sleep', '3600'], logFile: join(b.work, `fill-${n}.log`), env });
+  try {
+    await waitUntil(
+      () => {
+        k.tail.poll();
+        if (!k.alive()) throw new Error(`fill ${n}: keeper exited early; see ${k.logFile}`);
+        return k.tail.count('job_started') >= n;
+      },
+      { timeoutMs: 300_000, everyMs: 100, what: `${n} jobs started` },
+    );
+    const cpu = cpuSeconds(k.pid);
+    const last = Math.max(...k.tail.lines.filter((l) => l.msg === 'job_started').map(logMs));
+    const t1 = performance.now();
+    const exit = await k.stop({ drainMs: 300_000 });
+    const drainS = (performance.now() - t1) / 1000;
+    if (exit.code !== 0) b.log(`fill ${n}: the keeper's drain ended with ${JSON.stringify(exit)}`);
+    return { items: n, fill_s: round((last - k.spawnedAt) / 1000, 2), fill_cpu_ms_per_item: round((cpu * 1000) / n, 2), drain_s: round(drainS, 2) };
+  } finally {
+    await k.stop({ timeoutMs: 30_000 });
+  }
+}
+
+async function floorFill(emu: Emulator, n: number): Promise<Fill> {
+  await emu.admin.queue(n);
+  const f = startFloor(emu, ['fill', String(n), String(FLOOR_LANES), '--', 'sleep', '3600']);
+  try {
+    const filled = await f.next<{ ms: number }>();
+    const cpu = cpuSeconds(f.pid);
+    f.child.stdin.write('drain\n');
+    const drained = await f.next<{ ms: number }>();
+    return { items: n, fill_s: round(filled.ms / 1000, 2), fill_cpu_ms_per_item: round((cpu * 1000) / n, 2), drain_s: round(drained.ms / 1000, 2) };
+  } finally {
+    f.child.kill('SIGKILL');
+  }
+}
+
+/**
+ * Runs `start()` (a keeper or the floor, taking items at `concurrency`) with the queue topped up, and
+ * counts the items stopped (reported) in a window after a warm-up.
+ */
+async function shortWindow(b: Bench, emu: Emulator, pid: () => number, warmS: number): Promise<Short> {
+  let stopped = 0;
+  let inWindow = false;
+  let inWindowCount = 0;
+  const feed = new EventFeed(emu.admin, (e) => {
+    if (e.type === 'stopped') {
+      stopped++;
+      if (inWindow) inWindowCount++;
+    }
+  });
+  await feed.start(500);
+  let queued = 0;
+  const topUp = async (): Promise<void> => {
+    await feed.pull();
+    while (queued - stopped < 3000) {
+      await emu.admin.queue(1000);
+      queued += 1000;
+    }
+  };
+  await topUp();
+  const timer = setInterval(() => void topUp().catch(() => {}), 500);
+  try {
+    await sleep(warmS * 1000);
+    await feed.pull();
+    inWindow = true;
+    const meter = cpuMeter(pid());
+    const foreign = foreignMeter();
+    await sleep(b.sizes.shortS * 1000);
+    const cpu = meter.read();
+    const foreignPct = foreign.read();
+    await feed.pull();
+    inWindow = false;
+    return {
+      items_per_s: round(inWindowCount / cpu.wallSeconds, 1),
+      cpu_ms_per_item: inWindowCount > 0 ? round((cpu.cpuSeconds * 1000) / inWindowCount, 3) : null,
+      cpu_pct: round(cpu.pct, 1),
+      items: inWindowCount,
+      window_s: round(cpu.wallSeconds, 1),
+      foreign_busy_pct: round(foreignPct, 1),
+    };
+  } finally {
+    clearInterval(timer);
+    await feed.stop();
+  }
+}
+
+export async function measureTurnover(b: Bench, { env = {} }: { env?: Record<string, string> } = {}): Promise<TurnoverResult> {
+  const coldFill: TurnoverResult['turnover']['cold_fill'] = [];
+  for (const n of b.sizes.fillSizes) {
+    const keeper = await withEmulator(null, (emu) => keeperFill(b, emu, n, env));
+    const floor = await withEmulator(null, (emu) => floorFill(emu, n));
+    coldFill.push({ keeper, floor, ratio_fill_s: keeper.fill_s !== null && floor.fill_s ? round(keeper.fill_s / floor.fill_s, 2) : null });
+    b.log(`cold fill ${n}: keeper ${keeper.fill_s} s (${keeper.fill_cpu_ms_per_item} ms CPU/item), drain ${keeper.drain_s} s; floor ${floor.fill_s} s (${floor.fill_cpu_ms_per_item} ms CPU/item), drain ${floor.drain_s} s`);
+  }
+  const c = b.sizes.shortConcurrency;
+  const warmS = b.quick ? 1.5 : 3;
+  const keeper = await withEmulator(null, async (emu) => {
+    const k = spawnKeeper(emu, { workerId: 'bench-short', concurrency: c, command: ['true'], logFile: join(b.work, 'short.log'), env });
+    try {
+      return await shortWindow(b, emu, () => k.pid, warmS);
+    } finally {
+      await k.stop({ timeoutMs: 30_000 });
+    }
+  });
+  const floor = await withEmulator(null, async (emu) => {
+    const f = startFloor(emu, ['short', '0', String(c), '--', 'true']);
+    try {
+      await f.next<{ ready: boolean }>();
+      return await shortWindow(b, emu, () => f.pid, warmS);
+    } finally {
+      f.child.kill('SIGKILL');
+    }
+  });
+  b.log(`short jobs: keeper ${keeper.items_per_s} items/s at ${keeper.cpu_ms_per_item} ms CPU/item; floor ${floor.items_per_s} items/s at ${floor.cpu_ms_per_item} ms CPU/item`);
+  return {
+    turnover: {
+      cold_fill: coldFill,
+      short_jobs: {
+        concurrency: c,
+        job: 'true',
+        keeper,
+        floor,
+        cpu_per_item_ratio: keeper.cpu_ms_per_item !== null && floor.cpu_ms_per_item ? round(keeper.cpu_ms_per_item / floor.cpu_ms_per_item, 2) : null,
+      },
+      floor_claim_lanes: FLOOR_LANES,
+    },
+  };
+}
