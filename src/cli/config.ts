@@ -1,4 +1,5 @@
 import { formatProblems, loadConfig, redactConfig } from '../config/index.js';
+import { planContainment } from '../job/index.js';
 import type { CliIO } from './io.js';
 
 /** Exit code of bad configuration (EX_CONFIG), spec §6. */
@@ -15,6 +16,14 @@ export async function configCommand(flags: Record<string, unknown>, io: CliIO): 
     io.stderr.write(`${formatProblems(result.problems)}\n`);
     return EXIT_CONFIG;
   }
-  io.stdout.write(`${JSON.stringify(redactConfig(result.config), null, 2)}\n`);
+  const config = result.config;
+  // What `run` would use here, decided without creating anything.
+  const planned = planContainment({ mode: config.containment, workerId: config.workerId, limits: config.jobLimits, oomScoreAdj: config.jobOomScoreAdj });
+  if (planned.kind === null) {
+    io.stderr.write(`${formatProblems(planned.problems)}\n`);
+    return EXIT_CONFIG;
+  }
+  const shown = { ...redactConfig(config), containmentActive: planned.kind, containmentReason: planned.reason };
+  io.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
   return 0;
 }

@@ -1,7 +1,7 @@
 import { WorkApi } from '../api/client.js';
 import { formatProblems, loadConfig } from '../config/index.js';
 import type { Config } from '../config/types.js';
-import { resolveCommand } from '../job/index.js';
+import { openContainment, resolveCommand, type Containment } from '../job/index.js';
 import { monotonicClock } from '../lease/clock.js';
 import type { LeaseSettings } from '../lease/machine.js';
 import { EXIT } from '../lease/outcome.js';
@@ -33,7 +33,24 @@ export async function runCommand(flags: Record<string, unknown>, command: string
     ...(io.stdout === process.stdout ? {} : { destination: io.stdout }),
     base: { worker_id: config.workerId },
   });
-  return keep(config, log, io);
+  // Before READY=1 and the first poll: under systemd the keeper moves itself into its leaf cgroup here.
+  const opened = openContainment({ mode: config.containment, workerId: config.workerId, limits: config.jobLimits, oomScoreAdj: config.jobOomScoreAdj });
+  if (!opened.ok) {
+    io.stderr.write(`${formatProblems(opened.problems)}\n`);
+    return EXIT.config;
+  }
+  return keep(config, log, io, opened.containment);
+}
+
+/** Ends what an earlier, dead keeper with our worker id left running: one log line per job. */
+async function sweep(containment: Containment, log: Logger): Promise<void> {
+  try {
+    for (const job of await containment.sweep()) {
+      log.warn({ work_id: job.workId, keeper_pid: job.keeperPid, where: job.where, processes: job.processes }, 'swept_job: killed what a dead keeper left of this job');
+    }
+  } catch (err) {
+    log.error({ err }, 'sweep_failed');
+  }
 }
 
 function leaseSettings(config: Config): LeaseSettings {
@@ -48,11 +65,11 @@ function leaseSettings(config: Config): LeaseSettings {
   };
 }
 
-async function keep(config: Config, log: Logger, io: CliIO): Promise<number> {
+async function keep(config: Config, log: Logger, io: CliIO, containment: Containment): Promise<number> {
   const api = new WorkApi({ apiUrl: config.apiUrl, token: config.token, environmentId: config.environmentId });
   let worker: Worker | null = null;
   const snapshot = () =>
-    worker?.snapshot() ?? { workerId: config.workerId, ready: false, draining: false, leases: [], pollFailingSinceMs: null };
+    worker?.snapshot() ?? { workerId: config.workerId, ready: false, draining: false, leases: [], pollFailingSinceMs: null, containment: containment.kind };
 
   let observe;
   try {
@@ -76,6 +93,7 @@ async function keep(config: Config, log: Logger, io: CliIO): Promise<number> {
     log,
     clock: monotonicClock,
     events: observe.events,
+    containment,
     onReady: () => observe.systemd.refresh(),
   });
   log.info(
@@ -87,9 +105,12 @@ async function keep(config: Config, log: Logger, io: CliIO): Promise<number> {
       once: config.once,
       command: config.command[0],
       status_url: observe.statusUrl,
+      containment: containment.kind,
+      ...containment.detail,
     },
     'starting',
   );
+  await sweep(containment, log);
 
   // First SIGTERM/SIGINT drains; a second one kills the job groups and exits at once.
   let signals = 0;
@@ -120,6 +141,7 @@ async function keep(config: Config, log: Logger, io: CliIO): Promise<number> {
   process.off('SIGINT', onSignal);
   log.info({ exit_code: result.exitCode, reason: result.reason, outcome: result.lastItem?.outcome ?? null }, 'exiting');
   if (result.reason !== 'shutdown_now') {
+    containment.close();
     await observe.close();
     await api.close();
   }

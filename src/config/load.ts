@@ -3,6 +3,7 @@ import { SETTINGS, type Setting } from './options.js';
 import { nodeConfigSystem, type ConfigSystem } from './system.js';
 import { resolveToken } from './token.js';
 import type { Config } from './types.js';
+import { CONTAINMENT_MODES } from './values.js';
 import {
   LOG_FORMATS,
   LOG_LEVELS,
@@ -10,6 +11,8 @@ import {
   defaultWorkerId,
   parseApiUrl,
   parseBoolean,
+  parseBytes,
+  parseCpuQuota,
   parseEnum,
   parseEnvironmentId,
   parseInteger,
@@ -91,6 +94,16 @@ export function loadConfig(input: LoadConfigInput): LoadConfigResult {
     null,
   );
 
+  const containment = get(SETTINGS.containment, (r) => parseEnum(r, CONTAINMENT_MODES), 'auto');
+  const jobLimits: Config['jobLimits'] = {};
+  const memoryMax = get(SETTINGS.jobMemoryMax, parseBytes, undefined);
+  if (memoryMax !== undefined) jobLimits.memoryMax = memoryMax;
+  const pidsMax = get(SETTINGS.jobPidsMax, (r) => parseInteger(r, 1, 4194304), undefined);
+  if (pidsMax !== undefined) jobLimits.pidsMax = pidsMax;
+  const cpuMax = get(SETTINGS.jobCpuMax, parseCpuQuota, undefined);
+  if (cpuMax !== undefined) jobLimits.cpuMax = cpuMax;
+  const jobOomScoreAdj = get(SETTINGS.jobOomScoreAdj, (r) => parseInteger(r, 0, 1000), 500);
+
   const command = input.command ?? [];
   if (input.requireCommand && command.length === 0) problems.push(NO_COMMAND_PROBLEM);
 
@@ -116,6 +129,9 @@ export function loadConfig(input: LoadConfigInput): LoadConfigResult {
       logLevel,
       logFormat,
       fenceMarginMs,
+      containment,
+      jobLimits,
+      jobOomScoreAdj,
       command: [...command],
     },
   };

@@ -139,6 +139,49 @@ export const SETTINGS = {
     help: "how long before the lease deadline the job's group must be dead, integer 50..60000",
     default: '10% of the granted ttl, 250..2000 ms',
   },
+  containment: {
+    env: 'LEASE_KEEPER_CONTAINMENT',
+    flag: '--containment',
+    key: 'containment',
+    arg: '<mode>',
+    help:
+      'what "the job" is: auto (a cgroup v2 per job where the keeper can write cgroups, i.e. root or systemd ' +
+      'Delegate=yes; else the process group plus an environment tag), cgroup (exit 78 when not possible), ' +
+      'process-group (the process group only; setsid escapes it)',
+    default: 'auto',
+  },
+  jobMemoryMax: {
+    env: 'LEASE_KEEPER_JOB_MEMORY_MAX',
+    flag: '--job-memory-max',
+    key: 'jobMemoryMax',
+    arg: '<bytes>',
+    help: "each job's cgroup memory.max, e.g. 512M or 2G (K, M, G, T: powers of 1024); needs cgroup containment with the memory controller",
+    default: 'unset (no limit)',
+  },
+  jobPidsMax: {
+    env: 'LEASE_KEEPER_JOB_PIDS_MAX',
+    flag: '--job-pids-max',
+    key: 'jobPidsMax',
+    arg: '<n>',
+    help: "each job's cgroup pids.max, integer 1..4194304; needs cgroup containment with the pids controller",
+    default: 'unset (no limit)',
+  },
+  jobCpuMax: {
+    env: 'LEASE_KEEPER_JOB_CPU_MAX',
+    flag: '--job-cpu-max',
+    key: 'jobCpuMax',
+    arg: '<percent>',
+    help: "each job's CPU quota like systemd's CPUQuota=, e.g. 50% or 200% (two CPUs); needs cgroup containment with the cpu controller",
+    default: 'unset (no limit)',
+  },
+  jobOomScoreAdj: {
+    env: 'LEASE_KEEPER_JOB_OOM_SCORE_ADJ',
+    flag: '--job-oom-score-adj',
+    key: 'jobOomScoreAdj',
+    arg: '<n>',
+    help: "added to each job's oom_score_adj (raised from the keeper's own, never lowered), integer 0..1000, so the OOM killer takes a job before the keeper",
+    default: '500',
+  },
 } as const satisfies Record<string, Setting>;
 
 export type SettingName = keyof typeof SETTINGS;

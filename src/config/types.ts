@@ -39,6 +39,12 @@ export interface Config {
    * Null means "derive from the granted ttl".
    */
   fenceMarginMs: number | null;
+  /** LEASE_KEEPER_CONTAINMENT: auto, cgroup or process-group (spec §5a). */
+  containment: 'auto' | 'cgroup' | 'process-group';
+  /** Per-job cgroup limits: memory.max in bytes, pids.max, CPUs (2 = 200%). Absent: no limit. */
+  jobLimits: { memoryMax?: number; pidsMax?: number; cpuMax?: number };
+  /** Raise of each job's oom_score_adj over the keeper's own, 0..1000 (0: left alone). */
+  jobOomScoreAdj: number;
   /** The job command and its arguments (after `--`). Empty for `config`. */
   command: string[];
 }

@@ -54,6 +54,7 @@ export function parseEnum<T extends string>(raw: string, allowed: readonly T[]):
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 export const LOG_FORMATS = ['json', 'pretty'] as const;
 export const ON_SHUTDOWN: readonly OnShutdown[] = ['stop', 'release'];
+export const CONTAINMENT_MODES = ['auto', 'cgroup', 'process-group'] as const;
 export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL'] as const;
 
 /** `TERM`, `sigterm`, `SIGTERM`… → `SIGTERM`, among STOP_SIGNALS. */
@@ -142,4 +143,25 @@ export function parseStatusAddr(raw: string): Parsed<{ host: string; port: numbe
   const hostOk = bracketed ? isIPv6(host) : isIPv4(host) || HOSTNAME.test(host);
   if (!hostOk || !Number.isInteger(port) || port > 65535) return bad(STATUS_ADDR_RULE);
   return ok({ host, port });
+}
+
+const BYTES = /^(\d+)\s*([KMGT]?)$/i;
+const UNIT: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/** A size like systemd's MemoryMax=: bytes, or K/M/G/T (powers of 1024). At least 1M: less cannot run a job. */
+export function parseBytes(raw: string): Parsed<number> {
+  const rule = 'must be a size like 512M, 2G or 1073741824 (bytes; K, M, G, T are powers of 1024), at least 1M';
+  const m = BYTES.exec(raw.trim());
+  if (m === null) return bad(rule);
+  const n = Number(m[1]) * UNIT[m[2]!.toUpperCase()]!;
+  return Number.isSafeInteger(n) && n >= 1024 ** 2 ? ok(n) : bad(rule);
+}
+
+/** A CPU quota like systemd's CPUQuota=: `200%` is two CPUs. Returns the number of CPUs (2). */
+export function parseCpuQuota(raw: string): Parsed<number> {
+  const rule = 'must be a percentage of one CPU like 50% or 200%, from 1% to 100000%';
+  const m = /^(\d+(?:\.\d+)?)%$/.exec(raw.trim());
+  if (m === null) return bad(rule);
+  const percent = Number(m[1]);
+  return percent >= 1 && percent <= 100000 ? ok(percent / 100) : bad(rule);
 }

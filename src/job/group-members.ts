@@ -13,6 +13,8 @@ export interface ProcStat {
   state: string;
   ppid: number;
   pgrp: number;
+  /** Field 22, starttime: clock ticks after boot. With the pid it names one process for good (pid reuse). */
+  startTime: number;
 }
 
 /** Parses one /proc/<pid>/stat line; null when it is not in the expected shape. */
@@ -23,9 +25,9 @@ export function parseStat(text: string): ProcStat | null {
   if (open < 0 || close < open) return null;
   const pid = Number(text.slice(0, open).trim());
   const rest = text.slice(close + 1).trim().split(' ');
-  const [state, ppid, pgrp] = [rest[0], Number(rest[1]), Number(rest[2])];
+  const [state, ppid, pgrp, startTime] = [rest[0], Number(rest[1]), Number(rest[2]), Number(rest[19])];
   if (!Number.isInteger(pid) || state === undefined || !Number.isInteger(ppid) || !Number.isInteger(pgrp)) return null;
-  return { pid, state, ppid, pgrp };
+  return { pid, state, ppid, pgrp, startTime: Number.isInteger(startTime) ? startTime : -1 };
 }
 
 /** Reads /proc/<pid>/stat; null when the process is gone (or /proc is not there). */

@@ -1,44 +1,32 @@
-import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { statSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import type { JobExit } from '../lease/outcome.js';
-import { SpawnError } from './errors.js';
+import type { ContainedJob, JobAccounting, SentSignal, StopOptions } from './containment.js';
 import { groupGone, liveMembers, scanGroups, signalGroup, type GroupScan } from './group-members.js';
-import { findSetpriv, planLaunch } from './launch.js';
-import { resolveCommand } from './resolve.js';
+import { startLeader, type JobSpec, type LaunchDeps } from './launch.js';
 import { SurvivorPoll } from './survivor-poll.js';
 
-/** What to run. The caller builds `env` (spec §3); it is passed to the job exactly as given. */
-export interface JobSpec {
-  /** The command and its arguments; `command[0]` is looked up in `env.PATH` unless it contains a slash. */
-  command: string[];
-  env: NodeJS.ProcessEnv;
-  /** Working directory of the job; default the keeper's. */
-  cwd?: string;
-  /** Ask the kernel to SIGKILL the job's leader if the keeper dies (needs setpriv). Default true. */
-  parentDeathSignal?: boolean;
-}
-
-/** How to stop the group: `signal` first, SIGKILL `graceMs` later unless the group is empty by then. */
-export interface StopOptions {
-  signal: NodeJS.Signals;
-  graceMs: number;
-}
-
-/** A signal the supervisor delivered, stamped with performance.now(), for metrics. */
-export interface SentSignal {
-  signal: NodeJS.Signals;
-  atMs: number;
-}
+export type { JobSpec } from './launch.js';
+export type { SentSignal, StopOptions } from './containment.js';
 
 /** Test seams; production uses the defaults. */
-export interface ProcessGroupDeps {
-  spawn?: (file: string, args: readonly string[], options: SpawnOptions) => ChildProcess;
-  /** Path of setpriv, or null to behave as if it were not installed. Default: /usr/bin/setpriv if executable. */
-  setpriv?: string | null;
+export interface ProcessGroupDeps extends LaunchDeps {
   /** How often to look for survivors once the leader has exited, in ms. Default 20. */
   pollMs?: number;
   /** The /proc scan (live members by pgid); default scanGroups. Groups with the same one share its scans. */
   scanGroups?: () => GroupScan | null;
+  /** Members of the job outside its process group (the environment tag's); default none. */
+  outside?: OutsideMembers;
+}
+
+/**
+ * Processes of the job that left its process group (setsid, setpgid) but can still be found, e.g. by the
+ * tag in their environment. The group signals them with its own members and counts them as live.
+ */
+export interface OutsideMembers {
+  /** Sends `signal` to every one of them; true when any got it. */
+  signal(signal: NodeJS.Signals): boolean;
+  /** The live ones now (a look that may be shared by every job within one event-loop tick). */
+  live(): readonly number[];
 }
 
 const DEFAULT_POLL_MS = 20;
@@ -59,9 +47,10 @@ function sharedPoll(scan: () => GroupScan | null, pollMs: number): SurvivorPoll 
 /**
  * The job: a child process leading its own process group, and everything it starts that stays in the
  * group. Stopping it means the whole group (spec §5); it counts as stopped only once `empty` resolved.
- * A member that moves itself to another group or session (setsid, setpgid) is out of reach.
+ * A member that moves itself to another group or session (setsid, setpgid) is out of reach, unless
+ * `outside` finds it (the environment tag); the cgroup containment has no such hole (cgroup.ts).
  */
-export class ProcessGroup {
+export class ProcessGroup implements ContainedJob {
   /** The leader's pid. */
   readonly pid: number;
   /** The group id, equal to the leader's pid. */
@@ -88,35 +77,22 @@ export class ProcessGroup {
   #killTimer: NodeJS.Timeout | null = null;
   #stopping: Promise<JobExit> | null = null;
   #failStop: ((err: unknown) => void) | null = null;
+  /** Proven gone (ESRCH): its id may now be reused, so it is never signalled again. */
+  #groupGone = false;
   readonly #pollMs: number;
   readonly #scanGroups: () => GroupScan | null;
+  readonly #outside: OutsideMembers | null;
   #resolveExited!: (exit: JobExit) => void;
   #resolveEmpty!: () => void;
 
   /**
-   * Starts the job in a new process group (pgid = pid) with stdio inherited. Throws SpawnError (127/126)
+   * Starts the job in a new process group (pgid = pid) with the spec's stdio (default inherited). Throws SpawnError (127/126)
    * when the command cannot be run, before anything is spawned where that can be known.
    */
   static start(spec: JobSpec, deps: ProcessGroupDeps = {}): ProcessGroup {
-    const [command, ...args] = spec.command;
-    if (command === undefined) throw new SpawnError(127, 'job command is empty');
-    const cwd = spec.cwd ?? process.cwd();
-    if (!isDirectory(cwd)) throw new SpawnError(126, `job working directory "${cwd}" does not exist or is not a directory`);
-    const found = resolveCommand(command, spec.env, cwd);
-    if (!found.ok) throw new SpawnError(found.code, found.message);
-
-    const setpriv = spec.parentDeathSignal === false ? null : deps.setpriv === undefined ? findSetpriv() : deps.setpriv;
-    const plan = planLaunch(found.path, args, setpriv);
-    const spawn = deps.spawn ?? nodeSpawn;
-    const child = spawn(plan.file, plan.args, { detached: true, stdio: 'inherit', env: spec.env, cwd });
-    if (child.pid === undefined) {
-      // Node reports a failed exec (EACCES, ENOENT, ...) as an 'error' event on the next tick, with no pid
-      // and no 'exit' ever. The checks above make this a race (the file changed since), so report it now.
-      child.once('error', () => {});
-      throw new SpawnError(126, `job command "${command}" could not be started (${found.path} changed or was refused by the kernel)`);
-    }
+    const leader = startLeader(spec, deps);
     const poll = { pollMs: deps.pollMs ?? DEFAULT_POLL_MS, scanGroups: deps.scanGroups ?? scanGroups };
-    return new ProcessGroup(child, child.pid, plan.parentDeathSignal, [plan.file, ...plan.args], poll);
+    return new ProcessGroup(leader.child, leader.pid, leader.parentDeathSignal, leader.argv, poll, deps.outside ?? null);
   }
 
   private constructor(
@@ -125,6 +101,7 @@ export class ProcessGroup {
     parentDeathSignal: boolean,
     argv: string[],
     poll: { pollMs: number; scanGroups: () => GroupScan | null },
+    outside: OutsideMembers | null,
   ) {
     this.pid = pid;
     this.pgid = pid;
@@ -132,11 +109,9 @@ export class ProcessGroup {
     this.argv = argv;
     this.#pollMs = poll.pollMs;
     this.#scanGroups = poll.scanGroups;
+    this.#outside = outside;
     this.exited = new Promise((resolve) => (this.#resolveExited = resolve));
     this.empty = new Promise((resolve) => (this.#resolveEmpty = resolve));
-    // After a successful spawn Node only emits 'error' for kill()/send() failures, which we never call;
-    // a listener keeps such an event from crashing the keeper.
-    child.on('error', () => {});
     child.once('exit', (code, signal) => {
       this.#exit = { code, signal };
       this.#resolveExited(this.#exit);
@@ -149,19 +124,44 @@ export class ProcessGroup {
     return this.#lastSignal;
   }
 
+  /** Where the job runs, for log lines. */
+  get where(): Readonly<Record<string, number>> {
+    return { pgid: this.pgid };
+  }
+
+  /** A process group has no accounting of its own. */
+  accounting(): JobAccounting | null {
+    return null;
+  }
+
   /** True while the group has a live member (the leader counts until its exit is reported). */
   isAlive(): boolean {
     if (this.#isEmpty) return false;
     if (this.#exit === null) return true;
+    if (this.#outside !== null && this.#outside.live().length > 0) return true;
     return liveMembers(this.pgid, this.#known, this.#scanGroups).length > 0;
   }
 
-  /** Sends `signal` to the whole group. Returns false when it is already gone (not an error); throws on EPERM. */
+  /**
+   * Sends `signal` to the whole group (and to the job's members outside it). Returns false when nothing
+   * was left to signal (not an error); throws on EPERM from the group.
+   */
   interrupt(signal: NodeJS.Signals): boolean {
-    // Once the group is empty its id may be reused by an unrelated process: never signal it again.
+    // Once the job is empty its ids may be reused by unrelated processes: never signal it again.
     if (this.#isEmpty) return false;
-    const delivered = signalGroup(this.pgid, signal);
+    let delivered = false;
+    let failure: unknown = null;
+    if (!this.#groupGone) {
+      try {
+        delivered = signalGroup(this.pgid, signal);
+        if (!delivered && this.#exit !== null) this.#groupGone = true;
+      } catch (err) {
+        failure = err;
+      }
+    }
+    if (this.#outside !== null && this.#outside.signal(signal)) delivered = true;
     if (delivered) this.#lastSignal = { signal, atMs: performance.now() };
+    if (failure !== null) throw failure;
     return delivered;
   }
 
@@ -225,16 +225,19 @@ export class ProcessGroup {
    */
   #watchUntilEmpty(): void {
     if (groupGone(this.pgid)) {
-      this.#becomeEmpty();
-      return;
+      this.#groupGone = true;
+      if (this.#outside === null || this.#outside.live().length === 0) {
+        this.#becomeEmpty();
+        return;
+      }
     }
     sharedPoll(this.#scanGroups, this.#pollMs).add({ look: (scan) => this.#look(scan) });
   }
 
   /** One look for survivors, with the poll tick's shared scan; true once the group is empty. */
   #look(scan: () => GroupScan | null): boolean {
-    this.#known = liveMembers(this.pgid, this.#known, scan);
-    if (this.#known.length === 0) {
+    this.#known = this.#groupGone ? [] : liveMembers(this.pgid, this.#known, scan);
+    if (this.#known.length === 0 && (this.#outside === null || this.#outside.live().length === 0)) {
       this.#becomeEmpty();
       return true;
     }
@@ -249,13 +252,5 @@ export class ProcessGroup {
     if (this.#killTimer !== null) clearTimeout(this.#killTimer);
     this.#killTimer = null;
     this.#resolveEmpty();
-  }
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
   }
 }

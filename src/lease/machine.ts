@@ -61,7 +61,7 @@ export type LeaseEvent =
   | { type: 'job_started'; at: number; pid: number }
   | { type: 'spawn_failed'; at: number; code: number; message: string }
   /** The job's whole process group is gone (not merely the leader). */
-  | { type: 'job_exited'; at: number; exit: JobExit }
+  | { type: 'job_exited'; at: number; exit: JobExit; oomKilled?: boolean }
   | { type: 'shutdown'; at: number }
   | { type: 'shutdown_now'; at: number }
   | { type: 'reported'; at: number };
@@ -124,6 +124,8 @@ export interface LeaseState {
   killedAt: number | null;
   exit: JobExit | null;
   spawnError: string | null;
+  /** The kernel killed a process of the job at its memory limit (cgroup memory.events oom_kill). */
+  oomKilled: boolean;
   lastResult: string | null;
 }
 
@@ -152,6 +154,7 @@ export function initialState(): LeaseState {
     killedAt: null,
     exit: null,
     spawnError: null,
+    oomKilled: false,
     lastResult: null,
   };
 }
@@ -186,6 +189,7 @@ function copyState(p: LeaseState): LeaseState {
     killedAt: p.killedAt,
     exit: p.exit === null ? null : { code: p.exit.code, signal: p.exit.signal },
     spawnError: p.spawnError,
+    oomKilled: p.oomKilled,
     lastResult: p.lastResult,
   };
 }
@@ -240,7 +244,7 @@ export function transition(prev: LeaseState, event: LeaseEvent, settings: LeaseS
       onSpawnFailed(step, event.at, event.code, event.message);
       break;
     case 'job_exited':
-      onJobExited(step, event.at, event.exit);
+      onJobExited(step, event.at, event.exit, event.oomKilled === true);
       break;
     case 'shutdown':
       onShutdown(step, event.at);
@@ -415,11 +419,12 @@ function onSpawnFailed(step: Step, at: number, code: number, message: string): v
   afterJob(step, at);
 }
 
-function onJobExited(step: Step, at: number, exit: JobExit): void {
+function onJobExited(step: Step, at: number, exit: JobExit, oomKilled: boolean): void {
   const s = step.s;
   s.job = 'exited';
   s.exit = exit;
-  step.log('info', 'job_exited', { exit_code: exit.code, signal: exit.signal });
+  s.oomKilled = oomKilled;
+  step.log('info', 'job_exited', { exit_code: exit.code, signal: exit.signal, ...(oomKilled ? { oom_killed: true } : {}) });
   afterJob(step, at);
 }
 
@@ -451,6 +456,7 @@ function startReport(step: Step): void {
   const metadata: Record<string, string> = { outcome, worker_id: step.settings.workerId };
   if (s.exit?.code != null) metadata.exit_code = String(s.exit.code);
   if (s.exit?.signal) metadata.signal = s.exit.signal;
+  if (s.oomKilled) metadata.oom_killed = 'true';
   const stop = !(outcome === 'shutdown' && step.settings.onShutdown === 'release');
   step.actions.push({ type: 'report', outcome, metadata, stop });
 }
@@ -469,6 +475,8 @@ export function outcomeOf(s: LeaseState): Outcome {
   if (s.loss !== null) return s.loss;
   if (s.drain !== null) return s.drain;
   if (s.exit === null) return 'lease_lost'; // never acquired
+  // Rule: a job the kernel cut at its memory limit failed, whatever its leader's exit code says.
+  if (s.oomKilled) return 'failed';
   return s.exit.code === 0 ? 'completed' : 'failed';
 }
 

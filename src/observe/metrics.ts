@@ -127,6 +127,31 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     },
   });
 
+  new Gauge({
+    name: 'lease_keeper_containment_info',
+    help: 'Always 1; the label says how jobs are contained: cgroup, tag (process group + environment tag) or process-group',
+    labelNames: ['containment'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const kind = snap()?.containment;
+      if (kind !== undefined) this.set({ containment: kind }, 1);
+    },
+  });
+
+  const jobCpu = new Histogram({
+    name: 'lease_keeper_job_cpu_seconds',
+    help: "CPU time each finished job used (its cgroup's cpu.stat usage_usec; cgroup containment only)",
+    buckets: [0.01, 0.1, 1, 10, 60, 300, 1800, 3600, 14400],
+    registers: [registry],
+  });
+  const jobMemory = new Histogram({
+    name: 'lease_keeper_job_memory_peak_bytes',
+    help: "Peak memory of each finished job (its cgroup's memory.peak, where the kernel and the memory controller give it)",
+    buckets: [2 ** 20, 2 ** 24, 2 ** 26, 2 ** 28, 2 ** 30, 2 ** 32, 2 ** 34, 2 ** 36],
+    registers: [registry],
+  });
+
   if (opts.stallEpisodes) {
     const episodes = opts.stallEpisodes;
     new Counter({
@@ -156,6 +181,10 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     },
     fence(step: 'signal' | 'kill') {
       fences.inc({ step });
+    },
+    jobUsage(usage: { cpuSeconds: number | null; memoryPeakBytes: number | null }) {
+      if (usage.cpuSeconds !== null) jobCpu.observe(usage.cpuSeconds);
+      if (usage.memoryPeakBytes !== null) jobMemory.observe(usage.memoryPeakBytes);
     },
   };
 }

@@ -32,6 +32,8 @@ export interface KeeperSnapshot {
   leases: LeaseView[];
   /** Monotonic ms when polls began failing in a row, null while they succeed. */
   pollFailingSinceMs: number | null;
+  /** The active containment kind (cgroup, tag, process-group), for /metrics. */
+  containment?: string;
 }
 
 /** Events the worker reports as they happen (metrics counters/histograms subscribe to these). */
@@ -40,6 +42,8 @@ export interface KeeperEvents {
   poll(result: 'work' | 'empty' | 'error'): void;
   outcome(outcome: Outcome): void;
   fence(step: 'signal' | 'kill'): void;
+  /** What a job used, once it ended (cgroup containment only). */
+  jobUsage?(usage: { cpuSeconds: number | null; memoryPeakBytes: number | null }): void;
 }
 
 export const noEvents: KeeperEvents = {

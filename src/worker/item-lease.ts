@@ -9,7 +9,7 @@ import { CallCancel } from '../api/cancel.js';
 import { ApiError } from '../api/errors.js';
 import type { WorkApi } from '../api/client.js';
 import type { WorkItem } from '../api/types.js';
-import { ProcessGroup, SpawnError, type JobSpec, type StopOptions } from '../job/index.js';
+import { ProcessGroupContainment, SpawnError, type Containment, type JobAccounting, type JobSpec, type StopOptions } from '../job/index.js';
 import type { Clock } from '../lease/clock.js';
 import {
   type HeartbeatFailure,
@@ -36,26 +36,42 @@ export interface ItemContext {
   log: Logger;
   clock: Clock;
   events: KeeperEvents;
+  /** How jobs are started and contained (built once from the configuration); default: the process group. */
+  containment?: Containment;
   random?: () => number;
-  /** Starts the job (throws SpawnError when it cannot run); default ProcessGroup.start. Tests pass a fake. */
+  /** Starts the job (throws SpawnError when it cannot run); default `containment.start`. Tests pass a fake. */
   startJob?: StartJob;
 }
 
-/** What ItemLease needs of a running job: the ProcessGroup surface it uses. */
+/**
+ * What ItemLease needs of a running job: a ContainedJob (src/job/containment.ts) is one; tests pass fakes
+ * through `startJob`.
+ */
 export interface JobGroup {
   readonly pid: number;
-  readonly pgid: number;
   readonly parentDeathSignal: boolean;
   /** The leader exited. */
   readonly exited: Promise<JobExit>;
   /** Nothing of the job is alive any more. */
   readonly empty: Promise<void>;
+  /** Where the job runs, for log lines (pgid, cgroup). */
+  readonly where?: Readonly<Record<string, string | number>>;
   interrupt(signal: NodeJS.Signals): void;
   kill(): void;
   stop(opts: StopOptions): Promise<unknown>;
+  /** After `empty`: what the job used (cgroup containment), else null. */
+  accounting?(): JobAccounting | null;
 }
 
 export type StartJob = (spec: JobSpec) => JobGroup;
+
+/** The fallback when no containment is given (tests, embedders): today's process group. */
+const defaultContainments = new Map<string, Containment>();
+function defaultContainment(workerId: string): Containment {
+  let c = defaultContainments.get(workerId);
+  if (c === undefined) defaultContainments.set(workerId, (c = new ProcessGroupContainment(workerId)));
+  return c;
+}
 
 export interface ItemResult {
   workId: string;
@@ -74,8 +90,10 @@ export class ItemLease {
   private timerAt: number | null = null;
   private heartbeatAbort: CallCancel | null = null;
   private readonly reportAbort = new AbortController();
-  private group: JobGroup | null = null;
+  private job: JobGroup | null = null;
   private readonly queue: LeaseEvent[] = [];
+  /** What the ended job used (cgroup containment), for the report and the item_finished line. */
+  private usage: JobAccounting | null = null;
   private dispatching = false;
   private resolveDone!: (r: ItemResult) => void;
   readonly done: Promise<ItemResult>;
@@ -170,14 +188,14 @@ export class ItemLease {
         this.spawnJob();
         return;
       case 'signal_job':
-        this.log.info({ signal: action.signal, reason: action.reason, pgid: this.group?.pgid }, 'job_signaled');
+        this.log.info({ signal: action.signal, reason: action.reason, ...this.job?.where }, 'job_signaled');
         if (action.reason === 'self_fenced') this.ctx.events.fence('signal');
-        this.signalGroup(() => this.group?.interrupt(action.signal));
+        this.signalJob(() => this.job?.interrupt(action.signal));
         return;
       case 'kill_job':
-        this.log.warn({ reason: action.reason, pgid: this.group?.pgid }, 'job_killed');
+        this.log.warn({ reason: action.reason, ...this.job?.where }, 'job_killed');
         if (action.reason === 'self_fenced') this.ctx.events.fence('kill');
-        this.signalGroup(() => this.group?.kill());
+        this.signalJob(() => this.job?.kill());
         return;
       case 'report':
         void this.report(action.outcome, action.metadata, action.stop);
@@ -192,11 +210,11 @@ export class ItemLease {
   }
 
   /** EPERM (a job that changed its user) must not break the keeper: log it; the fence and systemd remain. */
-  private signalGroup(send: () => unknown): void {
+  private signalJob(send: () => unknown): void {
     try {
       send();
     } catch (err) {
-      this.log.error({ err, pgid: this.group?.pgid }, 'job_signal_failed');
+      this.log.error({ err, ...this.job?.where }, 'job_signal_failed');
     }
   }
 
@@ -232,18 +250,23 @@ export class ItemLease {
 
   private spawnJob(): void {
     const env = jobEnvironment(this.ctx.baseEnv, this.item, this.ctx.token);
+    const containment = this.ctx.containment ?? defaultContainment(this.ctx.settings.workerId);
+    const spec: JobSpec = { command: this.ctx.command, env, name: this.item.id };
     try {
-      const group = (this.ctx.startJob ?? ProcessGroup.start)({ command: this.ctx.command, env });
-      this.group = group;
-      if (!group.parentDeathSignal) {
+      const job = this.ctx.startJob ? this.ctx.startJob(spec) : containment.start(spec);
+      this.job = job;
+      if (!job.parentDeathSignal) {
         this.log.warn({}, 'no_parent_death_signal: setpriv not found; if the keeper is SIGKILLed outside systemd the job keeps running');
       }
-      this.dispatch({ type: 'job_started', at: this.ctx.clock.now(), pid: group.pid });
-      // "Stopped" means the whole group is gone, not merely the leader.
-      void group.exited.then(async (exit) => {
-        if (await leftBehind(group)) this.stopLeftovers(group, exit);
-        await group.empty;
-        this.dispatch({ type: 'job_exited', at: this.ctx.clock.now(), exit });
+      this.dispatch({ type: 'job_started', at: this.ctx.clock.now(), pid: job.pid });
+      // "Stopped" means nothing of the job runs any more, not merely that the leader exited.
+      void job.exited.then(async (exit) => {
+        if (await leftBehind(job)) this.stopLeftovers(job, exit);
+        await job.empty;
+        const usage = job.accounting?.() ?? null;
+        this.usage = usage;
+        if (usage !== null) this.ctx.events.jobUsage?.(usage);
+        this.dispatch({ type: 'job_exited', at: this.ctx.clock.now(), exit, oomKilled: usage?.oomKilled === true });
       });
     } catch (err) {
       const code = err instanceof SpawnError ? err.code : 126;
@@ -253,19 +276,20 @@ export class ItemLease {
   }
 
   /**
-   * The leader exited but members of its group live on (a daemonized helper, a backgrounded step): they
+   * The leader exited but processes of the job live on (a daemonized helper, a backgrounded step): they
    * are part of the job, and the job may not outlive the lease, so they get the stop signal and grace.
-   * Until they are gone the machine still sees a running job, so its fence still applies.
+   * Until they are gone the machine still sees a running job, so its fence still applies and heartbeats go on.
    */
-  private stopLeftovers(group: JobGroup, exit: JobExit): void {
-    this.log.warn({ pgid: group.pgid, exit_code: exit.code, signal: exit.signal }, 'job_left_processes: stopping the rest of its group');
-    group.stop({ signal: this.ctx.settings.stopSignal, graceMs: this.ctx.settings.graceMs }).catch((err: unknown) => {
-      this.log.error({ err, pgid: group.pgid }, 'job_group_stop_failed');
+  private stopLeftovers(job: JobGroup, exit: JobExit): void {
+    this.log.warn({ ...job.where, exit_code: exit.code, signal: exit.signal }, 'job_left_processes: stopping the rest of the job');
+    job.stop({ signal: this.ctx.settings.stopSignal, graceMs: this.ctx.settings.graceMs }).catch((err: unknown) => {
+      this.log.error({ err, ...job.where }, 'job_group_stop_failed');
     });
   }
 
   /** Writes the outcome into the item's metadata, then stops it (and confirms if it was `stopping`). */
-  private async report(outcome: Outcome, metadata: Record<string, string>, stop: boolean): Promise<void> {
+  private async report(outcome: Outcome, machineMetadata: Record<string, string>, stop: boolean): Promise<void> {
+    const metadata = { ...machineMetadata, ...usageMetadata(this.usage) };
     const signal = this.reportAbort.signal;
     const onRetry = (err: unknown, attempt: number): void =>
       this.log.warn({ err, attempt }, 'report_retry');
@@ -296,7 +320,7 @@ export class ItemLease {
     this.heartbeatAbort?.abort();
     const exitCode = fatal === 'auth' ? EXIT.auth : fatal === 'config' ? EXIT.config : exitCodeFor(outcome, exit, signalNumber);
     this.ctx.events.outcome(outcome);
-    this.log.info({ outcome, exit_code: exit?.code ?? null, signal: exit?.signal ?? null, detail, fatal }, 'item_finished');
+    this.log.info({ outcome, exit_code: exit?.code ?? null, signal: exit?.signal ?? null, detail, fatal, ...usageFields(this.usage) }, 'item_finished');
     this.resolveDone({ workId: this.item.id, outcome, exit, fatal, exitCode });
   }
 }
@@ -319,10 +343,23 @@ function viewPhase(s: LeaseState): LeaseView['phase'] {
   }
 }
 
-/** True when members of the group are still alive a moment after the leader exited. */
-async function leftBehind(group: JobGroup): Promise<boolean> {
-  const settled = await Promise.race([group.empty.then(() => true), sleep(100).then(() => false)]);
+/** True when processes of the job are still alive a moment after the leader exited. */
+async function leftBehind(job: JobGroup): Promise<boolean> {
+  const settled = await Promise.race([job.empty.then(() => true), sleep(100).then(() => false)]);
   return !settled;
+}
+
+/** cpu_seconds and memory_peak_bytes for the item_finished line, where the containment measured them. */
+function usageFields(usage: JobAccounting | null): Record<string, number> {
+  const fields: Record<string, number> = {};
+  if (usage?.cpuSeconds != null) fields.cpu_seconds = usage.cpuSeconds;
+  if (usage?.memoryPeakBytes != null) fields.memory_peak_bytes = usage.memoryPeakBytes;
+  return fields;
+}
+
+/** The same, as item metadata (strings). oom_killed comes from the machine, with the outcome it implies. */
+function usageMetadata(usage: JobAccounting | null): Record<string, string> {
+  return Object.fromEntries(Object.entries(usageFields(usage)).map(([k, v]) => [k, String(v)]));
 }
 
 function signalNumber(name: NodeJS.Signals): number {

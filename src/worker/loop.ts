@@ -5,6 +5,7 @@
 import { ApiError } from '../api/errors.js';
 import type { WorkApi } from '../api/client.js';
 import type { WorkItem } from '../api/types.js';
+import type { Containment } from '../job/index.js';
 import type { Clock } from '../lease/clock.js';
 import type { LeaseSettings } from '../lease/machine.js';
 import { EXIT } from '../lease/outcome.js';
@@ -25,6 +26,8 @@ export interface WorkerOptions {
   log: Logger;
   clock: Clock;
   events: KeeperEvents;
+  /** How jobs are contained (built once from the configuration); default: the process group. */
+  containment?: Containment;
   /** Called once, when the first poll has been answered (READY=1). */
   onReady?: () => void;
   /** Poll's long-poll wait (1..999 ms). */
@@ -97,6 +100,7 @@ export class Worker {
       draining: this.draining,
       leases: [...this.held.values()].map((l) => l.view()),
       pollFailingSinceMs: this.pollFailingSince,
+      containment: this.o.containment?.kind ?? 'process-group',
     };
   }
 
@@ -209,6 +213,7 @@ export class Worker {
       log: this.o.log,
       clock: this.o.clock,
       events: this.o.events,
+      ...(this.o.containment ? { containment: this.o.containment } : {}),
       random: this.o.random,
       ...(this.o.startJob ? { startJob: this.o.startJob } : {}),
     });

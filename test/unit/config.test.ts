@@ -78,6 +78,9 @@ describe('loadConfig: defaults', () => {
       logLevel: 'info',
       logFormat: 'json',
       fenceMarginMs: null,
+      containment: 'auto',
+      jobLimits: {},
+      jobOomScoreAdj: 500,
       command: [],
     } satisfies Config);
   });
@@ -293,6 +296,10 @@ describe('loadConfig: value rules', () => {
     ['LEASE_KEEPER_WORKER_ID', 'w'.repeat(128), 'w'.repeat(128)],
     ['QODER_ENVIRONMENT_ID', `env_${'A'.repeat(128)}`, `env_${'A'.repeat(128)}`],
     ['QODER_ENVIRONMENT_ID', 'env_a-b_C9', 'env_a-b_C9'],
+    ['LEASE_KEEPER_CONTAINMENT', 'CGROUP', 'cgroup'],
+    ['LEASE_KEEPER_CONTAINMENT', 'process-group', 'process-group'],
+    ['LEASE_KEEPER_JOB_OOM_SCORE_ADJ', '0', 0],
+    ['LEASE_KEEPER_JOB_OOM_SCORE_ADJ', '1000', 1000],
   ];
   const keyOf = (envName: string) => Object.values(SETTINGS).find((s) => s.env === envName)!.key as keyof Config;
 
@@ -324,6 +331,14 @@ describe('loadConfig: value rules', () => {
     ['QODER_ENVIRONMENT_ID', 'env_', 'must be env_ followed by 1 to 128 of [A-Za-z0-9_-]'],
     ['QODER_ENVIRONMENT_ID', 'env_a.b', 'must be env_ followed by 1 to 128 of [A-Za-z0-9_-]'],
     ['QODER_ENVIRONMENT_ID', `env_${'A'.repeat(129)}`, 'must be env_ followed by 1 to 128 of [A-Za-z0-9_-]'],
+    ['LEASE_KEEPER_CONTAINMENT', 'tag', 'must be one of: auto, cgroup, process-group'],
+    ['LEASE_KEEPER_JOB_OOM_SCORE_ADJ', '-100', 'must be an integer from 0 to 1000'],
+    ['LEASE_KEEPER_JOB_MEMORY_MAX', '512X', 'must be a size like 512M'],
+    ['LEASE_KEEPER_JOB_MEMORY_MAX', '1000', 'at least 1M'],
+    ['LEASE_KEEPER_JOB_MEMORY_MAX', '1.5G', 'must be a size like 512M'],
+    ['LEASE_KEEPER_JOB_PIDS_MAX', '0', 'must be an integer from 1 to 4194304'],
+    ['LEASE_KEEPER_JOB_CPU_MAX', '200', 'must be a percentage of one CPU'],
+    ['LEASE_KEEPER_JOB_CPU_MAX', '0%', 'must be a percentage of one CPU'],
   ];
 
   it.each(badCases)('rejects %s=%s', (name, raw, rule) => {
@@ -331,6 +346,17 @@ describe('loadConfig: value rules', () => {
     expect(list).toHaveLength(1);
     expect(list[0]).toMatch(new RegExp(`^${name} \\(--[a-z-]+\\) = ".*": `));
     expect(list[0]).toContain(rule);
+  });
+
+  it('parses the job limits like systemd (K, M, G, T are powers of 1024; 200% is two CPUs)', () => {
+    expect(config({ ...VALID_ENV, LEASE_KEEPER_JOB_MEMORY_MAX: '512M', LEASE_KEEPER_JOB_PIDS_MAX: '1000', LEASE_KEEPER_JOB_CPU_MAX: '200%' }).jobLimits).toEqual({
+      memoryMax: 512 * 1024 * 1024,
+      pidsMax: 1000,
+      cpuMax: 2,
+    });
+    expect(config({ ...VALID_ENV, LEASE_KEEPER_JOB_MEMORY_MAX: '2g' }).jobLimits).toEqual({ memoryMax: 2 * 1024 ** 3 });
+    expect(config({ ...VALID_ENV, LEASE_KEEPER_JOB_CPU_MAX: '12.5%' }).jobLimits).toEqual({ cpuMax: 0.125 });
+    expect(config(VALID_ENV, { jobMemoryMax: '1G', containment: 'cgroup' })).toMatchObject({ jobLimits: { memoryMax: 1024 ** 3 }, containment: 'cgroup' });
   });
 
   it('cuts a long bad value short', () => {

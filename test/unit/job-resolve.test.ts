@@ -85,7 +85,9 @@ describe('resolveCommand', () => {
 
 describe('group-members and launch helpers', () => {
   it('parses /proc/<pid>/stat even when the command name has spaces and parentheses', () => {
-    expect(parseStat('4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 0 0')).toEqual({ pid: 4242, state: 'S', ppid: 1, pgrp: 4240 });
+    expect(parseStat('4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 0 0')).toEqual({ pid: 4242, state: 'S', ppid: 1, pgrp: 4240, startTime: -1 });
+    const full = '4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 0 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200';
+    expect(parseStat(full)?.startTime).toBe(987654);
     expect(parseStat('garbage')).toBeNull();
   });
 

@@ -74,8 +74,8 @@ export class Harness {
   jobStarted(): LeaseAction[] {
     return this.apply({ type: 'job_started', at: this.now, pid: 4242 });
   }
-  jobExited(exit: JobExit): LeaseAction[] {
-    return this.apply({ type: 'job_exited', at: this.now, exit });
+  jobExited(exit: JobExit, oomKilled = false): LeaseAction[] {
+    return this.apply({ type: 'job_exited', at: this.now, exit, ...(oomKilled ? { oomKilled } : {}) });
   }
   spawnFailed(): LeaseAction[] {
     return this.apply({ type: 'spawn_failed', at: this.now, code: 127, message: 'job command "nope" not found' });

@@ -368,6 +368,15 @@ describe('lease machine: job ends', () => {
     expect(ofType(h.actions, 'finish')[0]).toMatchObject({ outcome: 'failed', exit: { code: 3, signal: null } });
   });
 
+  it('a job whose cgroup saw an OOM kill failed, even when its leader exited 0; the metadata says oom_killed', () => {
+    const h = new Harness();
+    h.acquire();
+    const acts = h.jobExited({ code: 0, signal: null }, true);
+    expect(ofType(acts, 'report')).toEqual([
+      { type: 'report', outcome: 'failed', stop: true, metadata: { outcome: 'failed', worker_id: 'w-1', exit_code: '0', oom_killed: 'true' } },
+    ]);
+  });
+
   it('a job killed by a signal reports the signal', () => {
     const h = new Harness();
     h.acquire();

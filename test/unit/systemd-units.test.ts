@@ -127,7 +127,9 @@ describe.runIf(process.platform === 'linux')('systemd units', () => {
           ['PrivateTmp', 'yes'],
           ['ProtectKernelTunables', 'yes'],
           ['ProtectKernelModules', 'yes'],
-          ['ProtectControlGroups', 'yes'],
+          // Job cgroups: the keeper gets the unit's subtree (spec §7); ProtectControlGroups=yes would make
+          // it read-only in systemd 252, so it must not be set.
+          ['Delegate', 'yes'],
           ['RestrictSUIDSGID', 'yes'],
           ['LockPersonality', 'yes'],
           ['RestrictRealtime', 'yes'],
@@ -141,6 +143,7 @@ describe.runIf(process.platform === 'linux')('systemd units', () => {
         expect(one('ReadWritePaths')).toBe(one('WorkingDirectory'));
         // V8's JIT needs W+X memory; KillMode=process would leak jobs past their lease.
         expect(s.has('MemoryDenyWriteExecute')).toBe(false);
+        expect(s.has('ProtectControlGroups')).toBe(false);
       });
 
       it('keeps a security exposure of OK (systemd-analyze security --offline)', () => {
@@ -177,6 +180,11 @@ describe.runIf(process.platform === 'linux')('systemd units', () => {
       'LEASE_KEEPER_ON_SHUTDOWN',
       'LEASE_KEEPER_STATUS_ADDR',
       'LEASE_KEEPER_LOG_LEVEL',
+      'LEASE_KEEPER_CONTAINMENT',
+      'LEASE_KEEPER_JOB_MEMORY_MAX',
+      'LEASE_KEEPER_JOB_PIDS_MAX',
+      'LEASE_KEEPER_JOB_CPU_MAX',
+      'LEASE_KEEPER_JOB_OOM_SCORE_ADJ',
     ]) {
       expect(text, v).toMatch(new RegExp(`^#?${v}=`, 'm'));
     }
