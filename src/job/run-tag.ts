@@ -209,6 +209,7 @@ export class TagContainment extends GroupContainment {
       const run = parseRunId(tag);
       if (run === null || run.workerId !== this.keeper.workerId) continue;
       if (keeperAlive(run.keeperPid, run.keeperStartTime)) continue;
+      const workId = workIdOf(pids); // before the kill: a dead process's environ reads empty
       for (const pid of pids) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -216,7 +217,7 @@ export class TagContainment extends GroupContainment {
           // already gone
         }
       }
-      swept.push({ workId: workIdOf(pids), keeperPid: run.keeperPid, where: `${RUN_ID_VARIABLE}=${tag}`, processes: pids.length });
+      swept.push({ workId, keeperPid: run.keeperPid, where: `${RUN_ID_VARIABLE}=${tag}`, processes: pids.length });
     }
     await waitUntil(() => [...found.values()].flat().every((pid) => !isRunning(pid)), 5_000);
     return swept;
