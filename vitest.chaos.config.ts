@@ -9,6 +9,8 @@ export default defineConfig({
   test: {
     include: ['test/chaos/**/*.test.ts'],
     exclude: ['dist/**', 'node_modules/**'],
+    // The same teardown as the main suite: no keeper or job outlives the run, nothing left in its TMPDIR.
+    globalSetup: ['test/support/global-setup.ts'],
     maxConcurrency: Number(process.env.CHAOS_CONCURRENCY ?? 8),
     testTimeout: 120_000,
     hookTimeout: 60_000,

@@ -8,7 +8,7 @@
  *   CHAOS_SEED=123 npm run test:chaos          # replay one seed's plan; prints its timeline and run margins
  *   CHAOS_BASE_SEED=5000 npm run test:chaos    # another 200 seeds
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -17,13 +17,16 @@ import { writeJob } from './harness/job.js';
 import { describeAction, drawPlan } from './harness/plan.js';
 import { type ScenarioResult, runScenario } from './harness/scenario.js';
 import { addScenario, emptyTotals, formatTotals } from './harness/summary.js';
+import { keptTmpdir } from '../support/processes.js';
 
 const env = process.env;
 const one = env.CHAOS_SEED;
 const base = Number(env.CHAOS_BASE_SEED ?? 1);
 const count = Number(env.CHAOS_SCENARIOS ?? 200);
 const seeds = one !== undefined && one !== '' ? [Number(one)] : Array.from({ length: count }, (_, i) => base + i);
+// The job script and its fifo live in the run's temporary directory; the summary is kept outside it.
 const workDir = join(tmpdir(), `lk-chaos-run-${process.pid}`);
+const reportDir = join(keptTmpdir(), `lk-chaos-run-${process.pid}`);
 mkdirSync(workDir, { recursive: true });
 const job = writeJob(workDir);
 const results: ScenarioResult[] = [];
@@ -61,9 +64,11 @@ describe('chaos: real keepers against the emulator under seeded faults', () => {
     for (const r of results) addScenario(totals, r.seed, r.stats, r.violations.length);
     totals.wallMs = Date.now() - started;
     const text = formatTotals(totals, `Chaos suite: seeds ${seeds[0]}..${seeds[seeds.length - 1]}`);
-    const out = join(workDir, 'summary.md');
+    mkdirSync(reportDir, { recursive: true });
+    rmSync(workDir, { recursive: true, force: true });
+    const out = join(reportDir, 'summary.md');
     writeFileSync(out, `${text}\n`);
-    writeFileSync(join(workDir, 'results.json'), JSON.stringify(results.map((r) => ({ seed: r.seed, durationMs: r.durationMs, violations: r.violations, stats: r.stats })), null, 1));
+    writeFileSync(join(reportDir, 'results.json'), JSON.stringify(results.map((r) => ({ seed: r.seed, durationMs: r.durationMs, violations: r.violations, stats: r.stats })), null, 1));
     loopDelay.disable();
     console.log(`\n${text}\n\n(summary: ${out}; CPU: ${cpu()}; harness event-loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms, max ${(loopDelay.max / 1e6).toFixed(0)} ms)`);
     if (one !== undefined && one !== '' && results[0]) {

@@ -16,8 +16,11 @@ let emu: Emulator | undefined;
 let keeper: Keeper | undefined;
 
 afterEach(async () => {
-  keeper?.kill('SIGKILL');
-  await emu?.close();
+  try {
+    await keeper?.end();
+  } finally {
+    await emu?.close();
+  }
 });
 
 describe('chaos regressions', () => {

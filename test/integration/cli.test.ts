@@ -1,15 +1,16 @@
 /** The real binary's commands outside the daemon loop: config, help, version, usage errors. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { suiteEnv } from '../support/processes.js';
 import { BIN } from './support.js';
 
 const TOKEN = 'pt-cli-SECRET-0123456789';
 
 function cli(args: string[], env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH!, ...env }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH!, ...suiteEnv(), ...env }, encoding: 'utf8' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -24,6 +25,7 @@ describe('lease-keeper config', () => {
 
   it('with a broken environment lists every problem and exits 78', () => {
     const dir = mkdtempSync(join(tmpdir(), 'lk-cli-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const patFile = join(dir, 'pat');
     writeFileSync(patFile, TOKEN, { mode: 0o644 });
     const r = cli(['config', '--concurrency', 'lots'], {

@@ -14,6 +14,7 @@ import {
   jobStarted,
   readRecords,
   recordingJob,
+  removeScratch,
   scratch,
   sleep,
   startKeeper,
@@ -33,8 +34,12 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const k of keepers.splice(0)) k.kill('SIGKILL');
-  await emu.close();
+  try {
+    await Promise.all(keepers.splice(0).map((k) => k.end()));
+  } finally {
+    removeScratch(dir);
+    await emu.close();
+  }
 });
 
 function keeper(opts: Parameters<typeof startKeeper>[1]): Keeper {

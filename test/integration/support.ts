@@ -3,11 +3,13 @@
  * the real emulator on a loopback socket, and reads its JSON log lines.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, writeFileSync, chmodSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, existsSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmulator, type Emulator } from '../../src/emulator/index.js';
+import { endAllWithEnv, suiteEnv } from '../support/processes.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = join(ROOT, 'bin/lease-keeper');
@@ -27,7 +29,11 @@ export class Keeper {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
-  constructor(readonly child: ChildProcess) {
+  /** `tag`: the LK_TEST_KEEPER value in the environment of the keeper and of everything its jobs start. */
+  constructor(
+    readonly child: ChildProcess,
+    readonly tag: string = '',
+  ) {
     let partial = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       const text = chunk.toString();
@@ -98,6 +104,16 @@ export class Keeper {
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
   }
+
+  /**
+   * Teardown: SIGKILLs the keeper and every process of its jobs, found by the keeper's tag (a job's
+   * grandchild reparented to PID 1 included), and waits until none is left.
+   */
+  async end(): Promise<void> {
+    this.kill('SIGKILL');
+    if (this.tag) await endAllWithEnv({ LK_TEST_KEEPER: this.tag });
+    await Promise.race([this.exited, sleep(3000)]);
+  }
 }
 
 export interface KeeperOptions {
@@ -108,6 +124,7 @@ export interface KeeperOptions {
 }
 
 export function startKeeper(emu: Emulator, opts: KeeperOptions): Keeper {
+  const tag = randomUUID();
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -117,21 +134,27 @@ export function startKeeper(emu: Emulator, opts: KeeperOptions): Keeper {
     LEASE_KEEPER_WORKER_ID: `it-${Math.random().toString(36).slice(2, 8)}`,
     LEASE_KEEPER_STOP_GRACE_SECONDS: '1',
     LEASE_KEEPER_LOG_LEVEL: 'debug',
+    ...suiteEnv(),
+    LK_TEST_KEEPER: tag,
     ...opts.env,
   };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
   const args = [BIN, 'run', ...(opts.once === false ? [] : ['--once']), ...(opts.args ?? []), '--', ...opts.command];
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Keeper(child);
+  return new Keeper(child, tag);
 }
 
 export async function emulator(ttlOverrideSeconds = 2): Promise<Emulator> {
   return startEmulator({ token: TOKEN, environmentId: 'env_integration', ttlOverrideSeconds });
 }
 
-/** A scratch folder for one test's job records. */
+/** A scratch folder for one test's job records; remove it with `removeScratch` in the test's teardown. */
 export function scratch(): string {
   return mkdtempSync(join(tmpdir(), 'lk-it-'));
+}
+
+export function removeScratch(dir: string | undefined): void {
+  if (dir) rmSync(dir, { recursive: true, force: true });
 }
 
 /**

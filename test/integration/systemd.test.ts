@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
 import { type NotifyReceiver, startNotifyReceiver } from '../support/notify-receiver.js';
-import { type Keeper, emulator, jobStarted, recordingJob, scratch, sleep, startKeeper } from './support.js';
+import { type Keeper, emulator, jobStarted, recordingJob, removeScratch, scratch, sleep, startKeeper } from './support.js';
 
 let emu: Emulator;
 let dir: string;
@@ -24,10 +24,14 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const k of keepers.splice(0)) k.kill('SIGKILL');
-  receiver?.close();
-  receiver = null;
-  await emu.close();
+  try {
+    await Promise.all(keepers.splice(0).map((k) => k.end()));
+  } finally {
+    removeScratch(dir);
+    receiver?.close();
+    receiver = null;
+    await emu.close();
+  }
 });
 
 function keeper(opts: Parameters<typeof startKeeper>[1]): Keeper {

@@ -32,6 +32,7 @@ import { createLogger } from '../../src/observe/logger.js';
 import { noEvents } from '../../src/observe/snapshot.js';
 import { Worker } from '../../src/worker/loop.js';
 import { wireItem } from '../support/wire.js';
+import { suiteEnv } from '../support/processes.js';
 
 const TOKEN = 'pt-fuzz-worker-SECRET-5e4d3c2b1a';
 const ENV = 'env_fuzz';
@@ -391,7 +392,7 @@ async function runCase(c: Case): Promise<string[]> {
     token: TOKEN,
     concurrency: 1,
     once: true,
-    baseEnv: { PATH: process.env.PATH, FUZZ_SPAWNS: spawns },
+    baseEnv: { PATH: process.env.PATH, FUZZ_SPAWNS: spawns, ...suiteEnv() },
     log,
     clock: monotonicClock,
     events: noEvents,

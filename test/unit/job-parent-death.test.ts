@@ -7,6 +7,7 @@ import ts from 'typescript';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readStat } from '../../src/job/group-members.js';
 import { findSetpriv } from '../../src/job/index.js';
+import { prerequisite } from '../support/prerequisites.js';
 
 /*
  * spec §5: "A keeper killed with SIGKILL leaves no job running past its lease (... elsewhere through a
@@ -89,7 +90,7 @@ async function waitForExec(pid: number, program: string): Promise<void> {
   });
 }
 
-describe.skipIf(!haveSetpriv)('parent-death signal', () => {
+describe.runIf(prerequisite('setpriv', haveSetpriv ? null : 'setpriv not found (Debian: util-linux)'))('parent-death signal', () => {
   it('setpriv --pdeathsig SIGKILL: the job dies when its parent is SIGKILLed (mechanism, bash keeper)', async () => {
     const ready = join(dir, 'bash-with');
     const keeper = startKeeper('/bin/bash', [MODES, 'pdeath-keeper', ready, 'with']);

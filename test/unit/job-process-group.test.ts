@@ -7,9 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readStat, scanGroups, type GroupScan, type ProcStat } from '../../src/job/group-members.js';
 import { ProcessGroup, SpawnError, type JobSpec, type ProcessGroupDeps } from '../../src/job/index.js';
+import { prerequisite } from '../support/prerequisites.js';
+import { suiteEnv } from '../support/processes.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/job-modes.sh', import.meta.url));
-const PATH_ENV = { PATH: '/usr/bin:/bin' };
+const PATH_ENV = { PATH: '/usr/bin:/bin', ...suiteEnv() };
 
 let dir: string;
 let started: ProcessGroup[] = [];
@@ -308,7 +310,7 @@ describe('ProcessGroup: looking for survivors', () => {
     expect(g.lastSignal).toBeNull();
   });
 
-  it.skipIf(!existsSync('/usr/bin/perl'))('a group kept in existence only by an unreaped zombie is empty (the scan tells)', async () => {
+  it.runIf(prerequisite('perl', existsSync('/usr/bin/perl') ? null : '/usr/bin/perl not found (Debian: perl-base)'))('a group kept in existence only by an unreaped zombie is empty (the scan tells)', async () => {
     const counter = countingScan();
     const file = join(dir, 'ready');
     const g = ProcessGroup.start({ command: ['/usr/bin/perl', '-e', ZOMBIE_ONLY, file], env: process.env }, { scanGroups: counter.scan });

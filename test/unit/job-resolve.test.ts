@@ -1,8 +1,9 @@
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { groupGone, liveMembers, parseStat, readStat, scanGroups, signalGroup, type GroupScan } from '../../src/job/group-members.js';
+import { groupGone, liveMembers, parseStat, readStat, scanGroups, signalGroup, type GroupScan, type ProcStat } from '../../src/job/group-members.js';
 import { planLaunch } from '../../src/job/launch.js';
 import { resolveCommand } from '../../src/job/resolve.js';
 
@@ -11,6 +12,23 @@ beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'lk-resolve-'));
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Every process whose parent is `ppid`, zombies included. */
+function childrenOf(ppid: number): ProcStat[] {
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map((n) => readStat(Number(n)))
+    .filter((st): st is ProcStat => st !== null && st.ppid === ppid);
+}
+
+async function waitForValue<T>(what: string, get: () => T | undefined, timeoutMs = 5000): Promise<T> {
+  for (const until = Date.now() + timeoutMs; ; ) {
+    const v = get();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 function file(path: string, mode: number, text = '#!/bin/sh\nexit 0\n'): string {
   writeFileSync(path, text, { mode });
@@ -133,17 +151,32 @@ describe('group-members and launch helpers', () => {
     }
   });
 
-  it('scans every group at once: live members by pgid, with zombies left out', () => {
-    const groups = scanGroups()!;
-    const own = readStat(process.pid)!;
-    expect(groups.get(own.pgrp)).toContain(process.pid);
-    for (const [pgid, pids] of groups) {
-      for (const pid of pids) {
-        const st = readStat(pid);
-        if (st === null) continue; // exited since
-        expect(st.pgrp).toBe(pgid);
-        if (st.state === 'Z') expect(st.ppid).toBe(process.pid); // only our own unreaped child counts
+  it('scans every group at once: live members by pgid; a zombie left out, unless it is our own unreaped child', async () => {
+    // A group of our own making, so that what other processes on the machine do cannot matter: sh starts a
+    // child that exits at once, then becomes a sleep that never reaps it. That child is a zombie whose
+    // parent is not us.
+    const holder = spawn('/bin/sh', ['-c', '/bin/true & exec /bin/sleep 30'], { detached: true, stdio: 'ignore' });
+    const pgid = holder.pid!;
+    try {
+      const zombie = await waitForValue('the unreaped child to be a zombie', () =>
+        childrenOf(pgid).find((st) => st.state === 'Z' && st.pgrp === pgid),
+      );
+      expect(zombie.ppid).toBe(pgid);
+      const groups = scanGroups()!;
+      expect(groups.get(pgid)).toEqual([pgid]); // the sleep, not its zombie
+      expect(groups.get(readStat(process.pid)!.pgrp)).toContain(process.pid);
 
+      // Our own child, dead but not yet reaped by Node (it cannot reap while this test runs synchronously),
+      // still counts: its exit has not been reported to us yet.
+      process.kill(pgid, 'SIGKILL');
+      const until = Date.now() + 5000;
+      while (readStat(pgid)?.state !== 'Z') if (Date.now() > until) throw new Error('the holder never became a zombie');
+      expect(scanGroups()!.get(pgid)).toEqual([pgid]);
+    } finally {
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {
+        /* gone */
       }
     }
   });

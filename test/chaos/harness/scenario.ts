@@ -5,16 +5,16 @@
  *
  * The soak (bench/soak) drives the same class with a fault loop instead of a fixed plan.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { type AdminItem, type Emulator, type FaultSpec, startEmulator } from '../../../src/emulator/index.js';
 import { type Keeper, type LogLine, startKeeper } from '../../integration/support.js';
 import { type CheckResult, type KeeperRecord, checkScenario } from './check.js';
 import { type JobFiles, parseRecordLines, sessionId } from './job.js';
 import { type Action, type ItemSpec, type KeeperSpec, type Plan, describeAction } from './plan.js';
 import { Rng } from './prng.js';
-import { killWithEnv, procsWithEnv } from './procs.js';
+import { keptTmpdir, killWithEnv, procsWithEnv } from '../../support/processes.js';
 import { bootGate } from './gate.js';
 import { RunWatcher } from './watch.js';
 
@@ -427,8 +427,10 @@ export class Scenario {
     const failed = result.violations.length > 0;
     let keptDir: string | null = null;
     if (failed || this.opts.keepDir) {
-      keptDir = this.dir;
       this.dumpLogs();
+      // Out of the run's temporary directory, which the suite's teardown empties: this one is for the reader.
+      keptDir = join(keptTmpdir(), basename(this.dir));
+      renameSync(this.dir, keptDir);
     } else {
       rmSync(this.dir, { recursive: true, force: true });
     }
