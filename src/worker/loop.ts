@@ -1,7 +1,13 @@
 /**
  * The worker loop: poll → ack → (lease, job, report in ItemLease) → repeat, with up to `concurrency`
  * items held at once. Shutdown stops polling and drains every item; a second signal kills at once.
+ *
+ * Claims: one poll at a time while the queue is empty; while polls deliver work and slots are free, up to
+ * CLAIMS_IN_FLIGHT claims (poll, then ack) run at once, so a cold start with many slots does not wait one
+ * round trip per item. Each claim reserves its slot before it polls: held items + claims in flight never
+ * exceed the limit, so an item is never polled (and left un-acked for someone else) without a slot for it.
  */
+import { setMaxListeners } from 'node:events';
 import { ApiError } from '../api/errors.js';
 import type { WorkApi } from '../api/client.js';
 import type { WorkItem } from '../api/types.js';
@@ -45,6 +51,8 @@ export interface WorkerResult {
 }
 
 const POLL_BACKOFF_CAP_MS = 30_000;
+/** Claims at once while work keeps arriving (cold fill); one poll at a time on an empty queue. */
+export const CLAIMS_IN_FLIGHT = 8;
 
 export class Worker {
   private readonly held = new Map<string, ItemLease>();
@@ -55,15 +63,22 @@ export class Worker {
   private fatal: WorkerResult | null = null;
   private lastItem: ItemResult | null = null;
   private slotFreed: (() => void) | null = null;
+  /** Slots reserved by claims in flight (a poll, then its ack), counted against the limit with `held`. */
+  private claiming = 0;
+  /** Claim loops running: the first one always, the others only while polls deliver work. */
+  private lanes = 0;
   private finished!: (r: WorkerResult) => void;
   private readonly result = new Promise<WorkerResult>((resolve) => (this.finished = resolve));
   private ended = false;
 
-  constructor(private readonly o: WorkerOptions) {}
+  constructor(private readonly o: WorkerOptions) {
+    // Every claim in flight listens to it (its poll or ack, a retry's sleep): more than Node's default 10.
+    setMaxListeners(4 * CLAIMS_IN_FLIGHT + 8, this.stopPolling.signal);
+  }
 
   /** Runs until `--once` is done, a shutdown has drained every item, or a fatal answer. */
   run(): Promise<WorkerResult> {
-    void this.pollLoop().then(
+    void this.pollLoop(true).then(
       () => this.settleWhenIdle(),
       (err: unknown) => {
         this.o.log.fatal({ err }, 'worker_crashed');
@@ -111,7 +126,7 @@ export class Worker {
   }
 
   private settleWhenIdle(): void {
-    if (this.held.size > 0) return;
+    if (this.held.size > 0 || this.claiming > 0) return;
     if (this.fatal) return this.end(this.fatal);
     if (this.draining && !this.o.once) return this.end({ exitCode: EXIT.ok, reason: 'shutdown', lastItem: this.lastItem });
     if (this.draining && this.o.once) {
@@ -122,14 +137,49 @@ export class Worker {
     if (this.o.once && this.lastItem) return this.end({ exitCode: this.lastItem.exitCode, reason: 'once', lastItem: this.lastItem });
   }
 
-  private async pollLoop(): Promise<void> {
+  private limit(): number {
+    return this.o.once ? 1 : this.o.concurrency;
+  }
+
+  /** Gives back the slot of a claim that ended (its item dropped, or handed to its lease in `held`). */
+  private release(): void {
+    this.claiming--;
+    if (this.draining || this.fatal) this.settleWhenIdle();
+  }
+
+  /** While polls deliver work: more claim loops, up to CLAIMS_IN_FLIGHT, each with a free slot. */
+  private widen(): void {
+    while (this.lanes < CLAIMS_IN_FLIGHT && this.held.size + this.claiming < this.limit() && !this.stopPolling.signal.aborted) {
+      void this.pollLoop(false).catch((err: unknown) => {
+        this.o.log.fatal({ err }, 'worker_crashed');
+        this.end({ exitCode: EXIT.software, reason: 'fatal', lastItem: this.lastItem });
+      });
+    }
+  }
+
+  /**
+   * One claim loop. The first runs for the worker's life, waits for a free slot, and backs off after
+   * failures; the others (`first` false) end at the first empty answer, failure, or full house.
+   */
+  private async pollLoop(first: boolean): Promise<void> {
+    this.lanes++;
+    try {
+      await this.claimLoop(first);
+    } finally {
+      this.lanes--;
+    }
+  }
+
+  private async claimLoop(first: boolean): Promise<void> {
     let failures = 0;
     const signal = this.stopPolling.signal;
     while (!signal.aborted) {
-      if (this.held.size >= (this.o.once ? 1 : this.o.concurrency)) {
+      if (this.held.size + this.claiming >= this.limit()) {
+        if (!first) return;
         await new Promise<void>((resolve) => (this.slotFreed = resolve));
         continue;
       }
+      this.claiming++; // this claim's slot, from before its poll until its item is held or dropped
       const asked = this.o.clock.now();
       let item: WorkItem | null;
       try {
@@ -143,6 +193,7 @@ export class Worker {
         this.o.events.poll(item ? 'work' : 'empty');
         this.markReady();
       } catch (err) {
+        this.release();
         if (signal.aborted) break;
         this.o.events.poll('error');
         if (this.failFatally(err, 'poll')) break;
@@ -151,15 +202,23 @@ export class Worker {
         const retryAfter = err instanceof ApiError ? (err.retryAfterMs ?? 0) : 0;
         const delay = Math.max(retryAfter, jittered(Math.min(POLL_BACKOFF_CAP_MS, 500 * 2 ** (failures - 1)), this.random()));
         this.o.log.warn({ err, failures, retry_in_ms: Math.round(delay) }, 'poll_failed');
+        if (!first) return;
         await sleep(delay, signal);
         continue;
       }
       if (item === null) {
+        this.release();
+        if (!first) return;
         // An empty answer that came back at once (no long poll): pause a little, jittered.
         if (this.o.clock.now() - asked < 100) await sleep(250 + this.random() * 750, signal);
         continue;
       }
-      await this.claim(item);
+      this.widen();
+      try {
+        await this.claim(item);
+      } finally {
+        this.release();
+      }
       if (this.o.once && this.lastItem === null && this.held.size > 0) {
         // --once: one item only; wait for it to finish.
         break;

@@ -13,7 +13,7 @@ import type { WorkItem } from '../../src/api/types.js';
 import type { Reply } from '../../src/api/types.js';
 import { monotonicClock } from '../../src/lease/clock.js';
 import { noEvents } from '../../src/observe/snapshot.js';
-import { Worker, type WorkerResult } from '../../src/worker/loop.js';
+import { CLAIMS_IN_FLIGHT, Worker, type WorkerResult } from '../../src/worker/loop.js';
 import { FakeApi, fakeJobs, settings, silentLog } from '../support/fake-worker.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -134,7 +134,8 @@ describe('claim loop: never more than LEASE_KEEPER_CONCURRENCY items', () => {
     api.auto.ack = false;
     api.enqueue('work_a', 'work_b', 'work_c', 'work_d');
     const { jobs } = startWorker(api, 2);
-    await until(() => api.acks.length === 1, 'the first ack');
+    // With both slots free the two claims may start together (claims in flight for a fast cold fill).
+    await until(() => api.acks.length >= 1, 'the first ack');
     api.acks[0]!.answer.resolve(api.ackReply(api.acks[0]!.workId));
     await until(() => jobs.jobs.length === 1, 'the first job');
     await until(() => api.acks.length === 2, 'the second ack');
@@ -165,6 +166,40 @@ describe('claim loop: never more than LEASE_KEEPER_CONCURRENCY items', () => {
     api.enqueue('work_c');
     await sleep(150);
     expect(api.acks).toHaveLength(2);
+    expect(api.violations).toEqual([]);
+  });
+
+  it('cold fill: with free slots and work arriving, several claims are in flight at once (at most CLAIMS_IN_FLIGHT), never above N', async () => {
+    const api = new CountingApi(20);
+    api.auto.ack = false;
+    const ids = Array.from({ length: 30 }, (_, i) => `work_${String(i).padStart(2, '0')}`);
+    api.enqueue(...ids);
+    const { jobs } = startWorker(api, 20);
+    await until(() => api.acks.length >= CLAIMS_IN_FLIGHT, 'claims in flight');
+    await sleep(50);
+    // No ack answered yet: exactly CLAIMS_IN_FLIGHT claims wait on their acks, no more polls than that.
+    expect(api.acks).toHaveLength(CLAIMS_IN_FLIGHT);
+    expect(api.polls).toHaveLength(CLAIMS_IN_FLIGHT);
+    for (let answered = 0; jobs.jobs.length < 20; ) {
+      while (answered < api.acks.length) {
+        const a = api.acks[answered++]!;
+        a.answer.resolve(api.ackReply(a.workId));
+      }
+      await sleep(2);
+    }
+    await sleep(100);
+    expect(jobs.jobs).toHaveLength(20); // the limit, although 10 items are still queued
+    expect(api.maxHeld).toBe(20);
+    expect(api.violations).toEqual([]);
+  });
+
+  it('an empty queue sees one poll at a time', async () => {
+    const api = new CountingApi(10);
+    startWorker(api, 10);
+    await sleep(100);
+    expect(api.polls).toHaveLength(1);
+    api.enqueue('work_a');
+    await until(() => api.acks.length === 1, 'the ack');
     expect(api.violations).toEqual([]);
   });
 });
