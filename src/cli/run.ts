@@ -1,7 +1,7 @@
 import { WorkApi } from '../api/client.js';
 import { formatProblems, loadConfig } from '../config/index.js';
 import type { Config } from '../config/types.js';
-import { openContainment, resolveCommand, type Containment } from '../job/index.js';
+import { JobOutput, openContainment, resolveCommand, resolveJobOutputMode, type Containment } from '../job/index.js';
 import { monotonicClock } from '../lease/clock.js';
 import type { LeaseSettings } from '../lease/machine.js';
 import { EXIT } from '../lease/outcome.js';
@@ -71,6 +71,15 @@ async function keep(config: Config, log: Logger, io: CliIO, containment: Contain
   const snapshot = () =>
     worker?.snapshot() ?? { workerId: config.workerId, ready: false, draining: false, leases: [], pollFailingSinceMs: null, containment: containment.kind };
 
+  const output = new JobOutput({
+    mode: resolveJobOutputMode(config.jobOutput, io.env),
+    // A test seam only (documented as such): where journald's stdout socket is. Production leaves it unset.
+    journalSocket: io.env.LEASE_KEEPER_JOURNAL_SOCKET || undefined,
+    ...(io.stdout === process.stdout ? {} : { stdout: io.stdout, stderr: io.stderr }),
+    onJournalUnavailable: (err, socket) =>
+      log.warn({ err, socket }, "job_output_journal_unavailable: jobs inherit the keeper's stdout and stderr instead of their own journal streams"),
+  });
+
   let observe;
   try {
     observe = await startObservability({ env: io.env, config, snapshot, log });
@@ -94,6 +103,7 @@ async function keep(config: Config, log: Logger, io: CliIO, containment: Contain
     clock: monotonicClock,
     events: observe.events,
     containment,
+    output,
     onReady: () => observe.systemd.refresh(),
   });
   log.info(
@@ -104,6 +114,7 @@ async function keep(config: Config, log: Logger, io: CliIO, containment: Contain
       ttl_seconds: config.ttlSeconds,
       once: config.once,
       command: config.command[0],
+      job_output: output.mode,
       status_url: observe.statusUrl,
       containment: containment.kind,
       ...containment.detail,
@@ -142,6 +153,8 @@ async function keep(config: Config, log: Logger, io: CliIO, containment: Contain
   log.info({ exit_code: result.exitCode, reason: result.reason, outcome: result.lastItem?.outcome ?? null }, 'exiting');
   if (result.reason !== 'shutdown_now') {
     containment.close();
+    // What the last jobs wrote (prefix mode) must reach the keeper's stdout before process.exit() drops it.
+    await output.flush(2_000);
     await observe.close();
     await api.close();
   }

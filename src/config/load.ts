@@ -5,6 +5,7 @@ import { resolveToken } from './token.js';
 import type { Config } from './types.js';
 import { CONTAINMENT_MODES } from './values.js';
 import {
+  JOB_OUTPUTS,
   LOG_FORMATS,
   LOG_LEVELS,
   ON_SHUTDOWN,
@@ -93,6 +94,7 @@ export function loadConfig(input: LoadConfigInput): LoadConfigResult {
     },
     null,
   );
+  const jobOutput = get(SETTINGS.jobOutput, (r) => parseEnum(r, JOB_OUTPUTS), 'auto');
 
   const containment = get(SETTINGS.containment, (r) => parseEnum(r, CONTAINMENT_MODES), 'auto');
   const jobLimits: Config['jobLimits'] = {};
@@ -132,6 +134,7 @@ export function loadConfig(input: LoadConfigInput): LoadConfigResult {
       containment,
       jobLimits,
       jobOomScoreAdj,
+      jobOutput,
       command: [...command],
     },
   };

@@ -182,6 +182,17 @@ export const SETTINGS = {
     help: "added to each job's oom_score_adj (raised from the keeper's own, never lowered), integer 0..1000, so the OOM killer takes a job before the keeper",
     default: '500',
   },
+  jobOutput: {
+    env: 'LEASE_KEEPER_JOB_OUTPUT',
+    flag: '--job-output',
+    key: 'jobOutput',
+    arg: '<mode>',
+    help:
+      "where each job's stdout/stderr go: inherit (the keeper's), prefix (each line with [<work_id>] in front, " +
+      'through the keeper), journal (its own journald streams, identifier lease-keeper-job-<work_id>), ' +
+      "auto (journal when the keeper's stdout is journald's, else inherit)",
+    default: 'auto',
+  },
 } as const satisfies Record<string, Setting>;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -2,6 +2,8 @@
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export type OnShutdown = 'stop' | 'release';
+/** Where each job's stdout/stderr go (src/job/output.ts); `auto` = `journal` under journald, else `inherit`. */
+export type JobOutputSetting = 'auto' | 'inherit' | 'prefix' | 'journal';
 export type TokenSource = 'QODER_PAT' | 'QODER_PAT_FILE' | 'CREDENTIALS_DIRECTORY';
 
 export interface Config {
@@ -45,6 +47,8 @@ export interface Config {
   jobLimits: { memoryMax?: number; pidsMax?: number; cpuMax?: number };
   /** Raise of each job's oom_score_adj over the keeper's own, 0..1000 (0: left alone). */
   jobOomScoreAdj: number;
+  /** LEASE_KEEPER_JOB_OUTPUT: `auto` (default), `inherit`, `prefix` (lines with the work id in front), `journal`. */
+  jobOutput: JobOutputSetting;
   /** The job command and its arguments (after `--`). Empty for `config`. */
   command: string[];
 }

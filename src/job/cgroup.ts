@@ -422,6 +422,9 @@ export class CgroupJob implements ContainedJob {
   readonly exited: Promise<JobExit>;
   readonly empty: Promise<void>;
   readonly where: Readonly<Record<string, string | number>>;
+  /** The read ends of the job's stdout and stderr when spawned with 'pipe' there, else null. */
+  readonly stdout: import('node:stream').Readable | null;
+  readonly stderr: import('node:stream').Readable | null;
   readonly #dir: string;
   readonly #pollMs: number;
   #exit: JobExit | null = null;
@@ -439,6 +442,8 @@ export class CgroupJob implements ContainedJob {
     this.#dir = dir;
     this.#pollMs = pollMs;
     this.where = { pgid: pid, cgroup: dir };
+    this.stdout = child.stdout;
+    this.stderr = child.stderr;
     let resolveExited!: (e: JobExit) => void;
     this.exited = new Promise((r) => (resolveExited = r));
     this.empty = new Promise((r) => (this.#resolveEmpty = r));

@@ -8,6 +8,7 @@
  * - `process-group`: the process group only (the behaviour before containment existed). setsid escapes it.
  */
 import type { StdioOptions } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import type { JobExit } from '../lease/outcome.js';
 import { readStat } from './group-members.js';
 import type { JobSpec } from './launch.js';
@@ -74,6 +75,9 @@ export interface ContainedJob {
   escalate(): void;
   /** After `empty`: what the job used, or null where the containment cannot tell. */
   accounting(): JobAccounting | null;
+  /** The read ends of the job's stdout and stderr when started with 'pipe' there (JobSpec.stdio), else null. */
+  readonly stdout?: Readable | null;
+  readonly stderr?: Readable | null;
 }
 
 /** What the start-up sweep ended: one job of an earlier keeper that is no longer running. */

@@ -15,3 +15,4 @@ export { openContainment, planContainment, type ContainmentChoice } from './open
 export { SpawnError } from './errors.js';
 export { resolveCommand, type Resolution } from './resolve.js';
 export { findSetpriv, SETPRIV_PATH } from './launch.js';
+export { JobOutput, resolveJobOutputMode, type JobOutputMode, type JobStdio } from './output.js';

@@ -94,6 +94,8 @@ export function startLeader(spec: JobSpec, deps: LaunchDeps, wrap: (path: string
     // Node reports a failed exec (EACCES, ENOENT, ...) as an 'error' event on the next tick, with no pid
     // and no 'exit' ever. The checks above make this a race (the file changed since), so report it now.
     child.once('error', () => {});
+    child.stdout?.destroy();
+    child.stderr?.destroy();
     throw new SpawnError(126, `job command "${command}" could not be started (${found.path} changed or was refused by the kernel)`);
   }
   // After a successful spawn Node only emits 'error' for kill()/send() failures, which we never call;

@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import type { JobExit } from '../lease/outcome.js';
 import type { ContainedJob, JobAccounting, SentSignal, StopOptions } from './containment.js';
 import { groupGone, liveMembers, scanGroups, signalGroup, type GroupScan } from './group-members.js';
@@ -59,6 +60,9 @@ export class ProcessGroup implements ContainedJob {
   readonly parentDeathSignal: boolean;
   /** The argv given to spawn(), setpriv included when used. */
   readonly argv: readonly string[];
+  /** The read ends of the job's stdout and stderr when spawned with 'pipe' there, else null. */
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
   /** Resolves when the leader exited: its code, or the name of the signal that ended it. */
   readonly exited: Promise<JobExit>;
   /**
@@ -107,6 +111,8 @@ export class ProcessGroup implements ContainedJob {
     this.pgid = pid;
     this.parentDeathSignal = parentDeathSignal;
     this.argv = argv;
+    this.stdout = child.stdout;
+    this.stderr = child.stderr;
     this.#pollMs = poll.pollMs;
     this.#scanGroups = poll.scanGroups;
     this.#outside = outside;

@@ -5,11 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
+import type { Readable } from 'node:stream';
 import { CallCancel } from '../api/cancel.js';
 import { ApiError } from '../api/errors.js';
 import type { WorkApi } from '../api/client.js';
 import type { WorkItem } from '../api/types.js';
-import { ProcessGroupContainment, SpawnError, type Containment, type JobAccounting, type JobSpec, type StopOptions } from '../job/index.js';
+import { ProcessGroupContainment, SpawnError, type Containment, type JobAccounting, type JobOutput, type JobSpec, type JobStdio, type StopOptions } from '../job/index.js';
 import type { Clock } from '../lease/clock.js';
 import {
   type HeartbeatFailure,
@@ -38,6 +39,8 @@ export interface ItemContext {
   events: KeeperEvents;
   /** How jobs are started and contained (built once from the configuration); default: the process group. */
   containment?: Containment;
+  /** Where the job's stdout/stderr go; default inherited. */
+  output?: Pick<JobOutput, 'mode' | 'open'>;
   random?: () => number;
   /** Starts the job (throws SpawnError when it cannot run); default `containment.start`. Tests pass a fake. */
   startJob?: StartJob;
@@ -61,6 +64,9 @@ export interface JobGroup {
   stop(opts: StopOptions): Promise<unknown>;
   /** After `empty`: what the job used (cgroup containment), else null. */
   accounting?(): JobAccounting | null;
+  /** The read ends of its stdout and stderr when started with pipes there (JobSpec.stdio), else null or absent. */
+  readonly stdout?: Readable | null;
+  readonly stderr?: Readable | null;
 }
 
 export type StartJob = (spec: JobSpec) => JobGroup;
@@ -249,30 +255,67 @@ export class ItemLease {
   }
 
   private spawnJob(): void {
+    const output = this.ctx.output;
+    if (output === undefined || output.mode === 'inherit') {
+      this.runJob(null);
+      return;
+    }
+    // Journal streams are connected (and prefix pipes prepared) before the spawn; the machine waits in
+    // 'spawning' meanwhile, and handles a loss or drain that happens then once job_started arrives.
+    void output.open(this.item.id).then((stdio) => {
+      if (this.state.phase === 'done') {
+        // A second signal ended the item while the streams were being opened: start nothing.
+        stdio.started({ stdout: null, stderr: null });
+        void stdio.close();
+        return;
+      }
+      this.runJob(stdio);
+    });
+  }
+
+  private runJob(stdio: JobStdio | null): void {
     const env = jobEnvironment(this.ctx.baseEnv, this.item, this.ctx.token);
+    for (const [k, v] of Object.entries(stdio?.env ?? {})) {
+      if (v === undefined) delete env[k];
+      else env[k] = v;
+    }
     const containment = this.ctx.containment ?? defaultContainment(this.ctx.settings.workerId);
-    const spec: JobSpec = { command: this.ctx.command, env, name: this.item.id };
+    const spec: JobSpec = { command: this.ctx.command, env, name: this.item.id, ...(stdio ? { stdio: stdio.stdio } : {}) };
     try {
       const job = this.ctx.startJob ? this.ctx.startJob(spec) : containment.start(spec);
+      stdio?.started({ stdout: job.stdout ?? null, stderr: job.stderr ?? null });
       this.job = job;
       if (!job.parentDeathSignal) {
         this.log.warn({}, 'no_parent_death_signal: setpriv not found; if the keeper is SIGKILLed outside systemd the job keeps running');
       }
       this.dispatch({ type: 'job_started', at: this.ctx.clock.now(), pid: job.pid });
-      // "Stopped" means nothing of the job runs any more, not merely that the leader exited.
+      // "Stopped" means nothing of the job runs any more, not merely that the leader exited. The job's
+      // output does not decide that: a process that escaped the job may hold its pipes open forever.
       void job.exited.then(async (exit) => {
         if (await leftBehind(job)) this.stopLeftovers(job, exit);
         await job.empty;
+        if (stdio) this.closeOutput(stdio);
         const usage = job.accounting?.() ?? null;
         this.usage = usage;
         if (usage !== null) this.ctx.events.jobUsage?.(usage);
         this.dispatch({ type: 'job_exited', at: this.ctx.clock.now(), exit, oomKilled: usage?.oomKilled === true });
       });
     } catch (err) {
+      if (stdio) {
+        stdio.started({ stdout: null, stderr: null });
+        void stdio.close();
+      }
       const code = err instanceof SpawnError ? err.code : 126;
       const message = err instanceof Error ? err.message : String(err);
       this.dispatch({ type: 'spawn_failed', at: this.ctx.clock.now(), code, message });
     }
+  }
+
+  /** Copies what the job's pipes still hold (bounded), then lets go of them; the item does not wait for it. */
+  private closeOutput(stdio: JobStdio): void {
+    void stdio.close().then((cut) => {
+      if (cut) this.log.warn({ mode: stdio.mode }, "job_output_cut: the job's output pipes stayed open after its processes were gone (held by a process outside the job?) or the keeper's own output was too slow; the rest was dropped");
+    });
   }
 
   /**

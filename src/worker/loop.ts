@@ -11,7 +11,7 @@ import { setMaxListeners } from 'node:events';
 import { ApiError } from '../api/errors.js';
 import type { WorkApi } from '../api/client.js';
 import type { WorkItem } from '../api/types.js';
-import type { Containment } from '../job/index.js';
+import type { Containment, JobOutput } from '../job/index.js';
 import type { Clock } from '../lease/clock.js';
 import type { LeaseSettings } from '../lease/machine.js';
 import { EXIT } from '../lease/outcome.js';
@@ -34,6 +34,8 @@ export interface WorkerOptions {
   events: KeeperEvents;
   /** How jobs are contained (built once from the configuration); default: the process group. */
   containment?: Containment;
+  /** Where each job's stdout/stderr go; default inherited. */
+  output?: JobOutput;
   /** Called once, when the first poll has been answered (READY=1). */
   onReady?: () => void;
   /** Poll's long-poll wait (1..999 ms). */
@@ -273,6 +275,7 @@ export class Worker {
       clock: this.o.clock,
       events: this.o.events,
       ...(this.o.containment ? { containment: this.o.containment } : {}),
+      output: this.o.output,
       random: this.o.random,
       ...(this.o.startJob ? { startJob: this.o.startJob } : {}),
     });

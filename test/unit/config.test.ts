@@ -81,6 +81,7 @@ describe('loadConfig: defaults', () => {
       containment: 'auto',
       jobLimits: {},
       jobOomScoreAdj: 500,
+      jobOutput: 'auto',
       command: [],
     } satisfies Config);
   });
@@ -191,6 +192,7 @@ describe('loadConfig: flags win over the environment', () => {
     LEASE_KEEPER_LOG_LEVEL: 'debug',
     LEASE_KEEPER_LOG_FORMAT: 'pretty',
     LEASE_KEEPER_FENCE_MARGIN_MS: '500',
+    LEASE_KEEPER_JOB_OUTPUT: 'prefix',
   };
 
   it('reads every variable from the environment', () => {
@@ -209,6 +211,7 @@ describe('loadConfig: flags win over the environment', () => {
       logLevel: 'debug',
       logFormat: 'pretty',
       fenceMarginMs: 500,
+      jobOutput: 'prefix',
     });
   });
 
@@ -228,6 +231,7 @@ describe('loadConfig: flags win over the environment', () => {
       logLevel: 'warn',
       logFormat: 'json',
       fenceMarginMs: '250',
+      jobOutput: 'journal',
     };
     expect(config(env, flags)).toMatchObject({
       apiUrl: 'https://flag.example.com',
@@ -244,6 +248,7 @@ describe('loadConfig: flags win over the environment', () => {
       logLevel: 'warn',
       logFormat: 'json',
       fenceMarginMs: 250,
+      jobOutput: 'journal',
     });
   });
 
@@ -292,6 +297,8 @@ describe('loadConfig: value rules', () => {
     ['LEASE_KEEPER_LOG_LEVEL', 'silent', 'silent'],
     ['LEASE_KEEPER_LOG_LEVEL', 'TRACE', 'trace'],
     ['LEASE_KEEPER_FENCE_MARGIN_MS', '60000', 60000],
+    ['LEASE_KEEPER_JOB_OUTPUT', 'Inherit', 'inherit'],
+    ['LEASE_KEEPER_JOB_OUTPUT', ' auto ', 'auto'],
     ['LEASE_KEEPER_WORKER_ID', 'a.b_c:d@e-1', 'a.b_c:d@e-1'],
     ['LEASE_KEEPER_WORKER_ID', 'w'.repeat(128), 'w'.repeat(128)],
     ['QODER_ENVIRONMENT_ID', `env_${'A'.repeat(128)}`, `env_${'A'.repeat(128)}`],
@@ -326,6 +333,7 @@ describe('loadConfig: value rules', () => {
     ['LEASE_KEEPER_STATUS_ADDR', ':9100', 'must be host:port'],
     ['LEASE_KEEPER_STATUS_ADDR', 'host:', 'must be host:port'],
     ['LEASE_KEEPER_FENCE_MARGIN_MS', '60001', 'must be an integer from 50 to 60000 (or unset'],
+    ['LEASE_KEEPER_JOB_OUTPUT', 'syslog', 'must be one of: auto, inherit, prefix, journal'],
     ['LEASE_KEEPER_WORKER_ID', 'w'.repeat(129), 'must be 1 to 128 of [A-Za-z0-9._:@-]'],
     ['LEASE_KEEPER_WORKER_ID', 'a/b', 'must be 1 to 128 of [A-Za-z0-9._:@-]'],
     ['QODER_ENVIRONMENT_ID', 'env_', 'must be env_ followed by 1 to 128 of [A-Za-z0-9_-]'],

@@ -57,6 +57,7 @@ const VARS: Var[] = [
   { env: SETTINGS.logLevel.env, flag: SETTINGS.logLevel.key, rule: enumRule(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) },
   { env: SETTINGS.logFormat.env, flag: SETTINGS.logFormat.key, rule: enumRule(['json', 'pretty']) },
   { env: SETTINGS.fenceMarginMs.env, flag: SETTINGS.fenceMarginMs.key, rule: numberRule(50, 60000, true) },
+  { env: SETTINGS.jobOutput.env, flag: SETTINGS.jobOutput.key, rule: enumRule(['auto', 'inherit', 'prefix', 'journal']) },
 ];
 
 const EDGES = [
