@@ -143,11 +143,14 @@ export class JobOutput {
   async flush(timeoutMs: number): Promise<void> {
     const until = performance.now() + timeoutMs;
     const left = () => Math.max(0, until - performance.now());
-    await Promise.race([Promise.all([...this.#closing]), delay(left())]);
+    if (this.#closing.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all([...this.#closing]), new Promise((resolve) => (timer = setTimeout(resolve, left())))]);
+      clearTimeout(timer);
+    }
     if (this.#sinks === null) return;
     while (left() > 0 && (this.#sinks.stdout.queued() > 0 || this.#sinks.stderr.queued() > 0)) await delay(Math.min(10, left()));
   }
-
 }
 
 const INHERIT: JobStdio = {

@@ -246,6 +246,23 @@ describe('prefix mode', () => {
     expect(stdout.text()).toBe('[work_held] before\n');
   });
 
+  it('flush() returns at once with nothing pending, and waits for a pending close no longer than asked', async () => {
+    const output = new JobOutput({ mode: 'prefix', stdout: collector(), stderr: collector(), closeTimeoutMs: 10_000 });
+    let t0 = performance.now();
+    await output.flush(2_000);
+    expect(performance.now() - t0).toBeLessThan(200);
+
+    const stdio = await output.open('work_f');
+    const { exited } = run(stdio, 'echo x; sleep 30 & exit 0');
+    await exited;
+    void stdio.close(); // the background sleep holds the pipes: this close would take its full 10 s
+    t0 = performance.now();
+    await output.flush(300);
+    const took = performance.now() - t0;
+    expect(took).toBeGreaterThanOrEqual(280);
+    expect(took).toBeLessThan(2_000);
+  });
+
   it('inherit mode hands out the keeper streams and has nothing to close', async () => {
     const output = new JobOutput({ mode: 'inherit' });
     const stdio = await output.open('work_i');
