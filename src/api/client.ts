@@ -6,6 +6,12 @@
  * timers tick in whole seconds, so they are switched off). The token lives in a private field (the
  * headers sent with every request) and is scrubbed from every piece of server text that reaches an
  * error message.
+ *
+ * Token rotation (spec §5): a 401/403 makes the client re-read its Credential; if that now holds another
+ * token than the one the refused request carried, the same request (same path, so the same precondition;
+ * same headers, so the same Idempotency-Key) is sent once more, at once, with the new token. The caller
+ * never sees the first refusal: no lease is lost, no job signalled. An unchanged token is the AuthError
+ * it always was.
  */
 import { randomUUID } from 'node:crypto';
 import type { Dispatcher } from 'undici';
@@ -46,11 +52,33 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Strict UTF-8; one-shot decode() calls keep no state between replies, so one decoder serves all. */
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * Where the bearer token comes from: fixed, or a source that can be re-read (QODER_PAT_FILE, the systemd
+ * credential) so that a rotated token is picked up without a restart. config/token.ts has the real one.
+ */
+export interface Credential {
+  /** The token to send now. */
+  current(): string;
+  /**
+   * Called after a 401/403: re-reads the source and returns the token to send now. The same token when the
+   * source still holds it, cannot change (QODER_PAT) or holds a new one that was refused (its owner logs why).
+   */
+  reread(): string;
+  /** Every token held so far, the current one included; only grows. Scrubbed from every message. */
+  readonly held: readonly string[];
+}
+
+/** A token that never changes (QODER_PAT, tests). */
+export function fixedCredential(token: string): Credential {
+  const held = [token];
+  return { current: () => token, reread: () => token, held };
+}
+
 export interface WorkApiOptions {
   /** Gateway origin, e.g. `https://api.qoder.com` (a path prefix is kept; `/api/v1/cloud/...` is appended). */
   apiUrl: string;
-  /** Bearer token. Never logged, never in a message. */
-  token: string;
+  /** Bearer token, or a Credential that can be re-read (rotation). Never logged, never in a message. */
+  token: string | Credential;
   /** `env_…` */
   environmentId: string;
   /** Defaults to a keep-alive undici Pool for the origin (no connection cap), closed by close(); an injected one is never closed. */
@@ -111,13 +139,20 @@ export class WorkApi {
   readonly #dispatcher: Dispatcher;
   readonly #ownsDispatcher: boolean;
   readonly #defaultTimeoutMs: number;
-  readonly #scrub: (text: string) => string;
-  /** The headers every request carries (the token among them), built once. */
-  readonly #headers: Readonly<Record<string, string>>;
+  readonly #credential: Credential;
+  readonly #userAgent: string;
+  /** Scrubs every token held so far; rebuilt when a rotation adds one. */
+  #scrub: (text: string) => string = (t) => t;
+  #scrubbedCount = 0;
+  /** The headers every request carries (the token among them), rebuilt only when the token changes. */
+  #headers: Readonly<Record<string, string>> = {};
+  #headersToken: string | null = null;
   #closing: Promise<void> | undefined;
 
   constructor(options: WorkApiOptions) {
-    const { apiUrl, token, environmentId } = options;
+    const { apiUrl, environmentId } = options;
+    const credential = typeof options.token === 'string' ? fixedCredential(options.token) : options.token;
+    const token = credential?.current();
     let url: URL;
     try {
       url = new URL(apiUrl);
@@ -139,11 +174,12 @@ export class WorkApi {
     this.origin = url.origin;
     this.environmentId = environmentId;
     this.#basePath = `${url.pathname.replace(/\/+$/, '')}/api/v1/cloud/environments/${environmentId}/work`;
-    this.#scrub = makeScrubber([token]);
     const userAgent = options.userAgent ?? DEFAULT_USER_AGENT;
     if (!HEADER_VALUE_RE.test(userAgent)) throw new BadRequestError('userAgent contains characters not allowed in an HTTP header');
+    this.#userAgent = userAgent;
+    this.#credential = credential;
     this.#defaultTimeoutMs = timeout;
-    this.#headers = { authorization: `Bearer ${token}`, 'user-agent': userAgent, accept: 'application/json' };
+    this.#useToken(token);
     this.#ownsDispatcher = options.dispatcher === undefined;
     this.#dispatcher =
       options.dispatcher ??
@@ -302,16 +338,27 @@ export class WorkApi {
     return item;
   }
 
+  /**
+   * Sends with `token` from now on (a rotation, or a SIGHUP re-read seen at the next call). A token that
+   * cannot go into a header is never sent: the one in use stays. The scrubber always covers every token held.
+   */
+  #useToken(token: string): void {
+    let changed = false;
+    if (token !== this.#headersToken && HEADER_VALUE_RE.test(token) && token.length <= 8192) {
+      this.#headers = { authorization: `Bearer ${token}`, 'user-agent': this.#userAgent, accept: 'application/json' };
+      this.#headersToken = token;
+      changed = true;
+    }
+    const held = this.#credential.held;
+    if (changed || held.length !== this.#scrubbedCount) {
+      this.#scrub = makeScrubber([...held, this.#headersToken ?? token]);
+      this.#scrubbedCount = held.length;
+    }
+  }
+
   async #call<T>(spec: CallSpec<T>, opts: CallOptions): Promise<Reply<T>> {
-    const ourRequestId = randomUUID();
-    const ctx: CallContext = {
-      operation: spec.operation,
-      workId: spec.workId,
-      environmentId: this.environmentId,
-      origin: this.origin,
-      requestId: ourRequestId,
-      scrub: this.#scrub,
-    };
+    const now = this.#credential.current();
+    if (now !== this.#headersToken) this.#useToken(now);
     let deadline: Deadline;
     if (opts.timeoutMs === null) {
       if (opts.signal === undefined) throw invalidArg(spec.operation, 'timeoutMs', 'may be null only with a signal (a call needs a deadline)');
@@ -321,6 +368,36 @@ export class WorkApi {
       if (!isPositiveFinite(timeoutMs)) throw invalidArg(spec.operation, 'timeoutMs', 'must be a positive number of milliseconds');
       deadline = linkDeadline(opts.signal, timeoutMs);
     }
+    try {
+      const sentWith = this.#headersToken;
+      try {
+        return await this.#send(spec, opts, deadline);
+      } catch (err) {
+        // Rotation: a refused token that the source has since replaced. The same request once more, at once,
+        // within the same deadline; a second refusal is final.
+        if (!(err instanceof ApiError) || err.kind !== 'auth' || deadline.cause() !== undefined) throw err;
+        const reread = this.#credential.reread();
+        if (reread === sentWith) throw err;
+        this.#useToken(reread);
+        if (this.#headersToken === sentWith) throw err;
+        return await this.#send(spec, opts, deadline);
+      }
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  /** One exchange: the reply validated, or an ApiError. */
+  async #send<T>(spec: CallSpec<T>, opts: CallOptions, deadline: Deadline): Promise<Reply<T>> {
+    const ourRequestId = randomUUID();
+    const ctx: CallContext = {
+      operation: spec.operation,
+      workId: spec.workId,
+      environmentId: this.environmentId,
+      origin: this.origin,
+      requestId: ourRequestId,
+      scrub: this.#scrub,
+    };
     try {
       if (deadline.cause() !== undefined) throw errorForFailure(opts.signal?.reason, deadline.cause(), ctx, 'request');
       let reply: RawReply;
@@ -382,8 +459,6 @@ export class WorkApi {
       // Anything that is not already an ApiError is a bug here; still, never let it escape as-is.
       if (err instanceof ApiError) throw err;
       throw errorForFailure(err, deadline.cause(), ctx, 'request');
-    } finally {
-      deadline.dispose();
     }
   }
 }

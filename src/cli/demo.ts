@@ -152,7 +152,7 @@ async function playScene(
     },
     workerId: 'demo-worker',
     command: [job],
-    token,
+    tokens: [token],
     concurrency: 1,
     once: true,
     baseEnv: { ...io.env, DEMO_STEPS: String(scene.steps) },

@@ -1,5 +1,5 @@
 import { WorkApi } from '../api/client.js';
-import { formatProblems, loadConfig } from '../config/index.js';
+import { TokenCredential, formatProblems, loadConfig, type TokenReload } from '../config/index.js';
 import type { Config } from '../config/types.js';
 import { JobOutput, openContainment, resolveCommand, resolveJobOutputMode, type Containment } from '../job/index.js';
 import { monotonicClock } from '../lease/clock.js';
@@ -25,10 +25,17 @@ export async function runCommand(flags: Record<string, unknown>, command: string
     return EXIT.config;
   }
 
-  const log = createLogger({
+  // Created first: its `held` list is what every scrubber and the job's environment follow as tokens rotate.
+  let log: Logger | null = null;
+  const credential = new TokenCredential(config.token, config.tokenSource, config.tokenPath, {
+    reloaded: (trigger, outcome) => {
+      if (log) logReload(log, trigger, outcome, config.tokenSource);
+    },
+  });
+  log = createLogger({
     level: config.logLevel,
     format: config.logFormat,
-    secrets: [config.token],
+    secrets: credential.held,
     journal: Boolean(io.env.JOURNAL_STREAM),
     ...(io.stdout === process.stdout ? {} : { destination: io.stdout }),
     base: { worker_id: config.workerId },
@@ -39,7 +46,7 @@ export async function runCommand(flags: Record<string, unknown>, command: string
     io.stderr.write(`${formatProblems(opened.problems)}\n`);
     return EXIT.config;
   }
-  return keep(config, log, io, opened.containment);
+  return keep(config, credential, log, io, opened.containment);
 }
 
 /** Ends what an earlier, dead keeper with our worker id left running: one log line per job. */
@@ -50,6 +57,34 @@ async function sweep(containment: Containment, log: Logger): Promise<void> {
     }
   } catch (err) {
     log.error({ err }, 'sweep_failed');
+  }
+}
+
+/** Refusals after a 401/403 come in bursts (every lease at once): one line per problem a minute is enough. */
+const REFUSAL_LOG_EVERY_MS = 60_000;
+const lastRefusalLog = new Map<string, number>();
+
+/** What a token re-read found, in the log. Never the token: only the source and the problem. */
+function logReload(log: Logger, trigger: 'auth' | 'sighup', outcome: TokenReload, source: string): void {
+  switch (outcome.result) {
+    case 'rotated':
+      log.info({ trigger, source }, 'token_rotated');
+      return;
+    case 'unchanged':
+      if (trigger === 'sighup') log.info({ trigger, source }, 'token_unchanged');
+      else log.debug({ trigger, source }, 'token_unchanged');
+      return;
+    case 'not_reloadable':
+      if (trigger === 'sighup') log.warn({ trigger, source, problem: outcome.problem }, 'token_not_reloadable');
+      return;
+    case 'refused': {
+      const now = Date.now();
+      const last = lastRefusalLog.get(outcome.problem);
+      if (trigger === 'auth' && last !== undefined && now - last < REFUSAL_LOG_EVERY_MS) return;
+      lastRefusalLog.set(outcome.problem, now);
+      log.error({ trigger, source, problem: outcome.problem }, 'token_refused');
+      return;
+    }
   }
 }
 
@@ -65,8 +100,8 @@ function leaseSettings(config: Config): LeaseSettings {
   };
 }
 
-async function keep(config: Config, log: Logger, io: CliIO, containment: Containment): Promise<number> {
-  const api = new WorkApi({ apiUrl: config.apiUrl, token: config.token, environmentId: config.environmentId });
+async function keep(config: Config, credential: TokenCredential, log: Logger, io: CliIO, containment: Containment): Promise<number> {
+  const api = new WorkApi({ apiUrl: config.apiUrl, token: credential, environmentId: config.environmentId });
   let worker: Worker | null = null;
   const snapshot = () =>
     worker?.snapshot() ?? { workerId: config.workerId, ready: false, draining: false, leases: [], pollFailingSinceMs: null, containment: containment.kind };
@@ -95,7 +130,7 @@ async function keep(config: Config, log: Logger, io: CliIO, containment: Contain
     settings: leaseSettings(config),
     workerId: config.workerId,
     command: config.command,
-    token: config.token,
+    tokens: credential.held,
     concurrency: config.concurrency,
     once: config.once,
     baseEnv: io.env,
@@ -123,20 +158,24 @@ async function keep(config: Config, log: Logger, io: CliIO, containment: Contain
   );
   await sweep(containment, log);
 
-  // First SIGTERM/SIGINT drains; a second one kills the job groups and exits at once.
+  // drain: the first SIGTERM/SIGINT drains, the second kills the job groups and exits at once.
+  // finish: the first lets running jobs end by themselves, the second drains, the third kills.
+  const steps = config.shutdown === 'finish' ? (['finish', 'drain', 'kill'] as const) : (['drain', 'kill'] as const);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals += 1;
-    log.info({ signal, count: signals }, 'signal_received');
-    if (signals === 1) {
-      worker!.shutdown();
-      observe.systemd.refresh();
-    } else {
-      worker!.shutdownNow(signal);
-    }
+    const step = steps[Math.min(signals, steps.length) - 1]!;
+    log.info({ signal, count: signals, step }, 'signal_received');
+    if (step === 'finish') worker!.finish();
+    else if (step === 'drain') worker!.shutdown();
+    else worker!.shutdownNow(signal);
+    if (step !== 'kill') observe.systemd.refresh();
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // SIGHUP (systemctl reload): re-read the token source; the next call sends the new token.
+  const onHangup = (): void => void credential.reload('sighup');
+  process.on('SIGHUP', onHangup);
 
   // Node exits 0 by itself when nothing is left on the event loop. While the worker has not finished,
   // that can only be a bug (an item with nothing left to move it): say so, and exit 70, never 0.
@@ -150,6 +189,7 @@ async function keep(config: Config, log: Logger, io: CliIO, containment: Contain
   process.off('beforeExit', onEmptyLoop);
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
+  process.off('SIGHUP', onHangup);
   log.info({ exit_code: result.exitCode, reason: result.reason, outcome: result.lastItem?.outcome ?? null }, 'exiting');
   if (result.reason !== 'shutdown_now') {
     containment.close();

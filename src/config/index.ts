@@ -16,4 +16,5 @@ export {
   type SecretFileRead,
 } from './system.js';
 export { defaultWorkerId, isLoopbackHost } from './values.js';
-export type { Config, LogLevel, OnShutdown, TokenSource } from './types.js';
+export { TokenCredential, type CredentialEvents, type TokenReload } from './token.js';
+export type { Config, LogLevel, OnShutdown, ShutdownMode, TokenSource } from './types.js';

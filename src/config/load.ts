@@ -9,6 +9,7 @@ import {
   LOG_FORMATS,
   LOG_LEVELS,
   ON_SHUTDOWN,
+  SHUTDOWN_MODES,
   defaultWorkerId,
   parseApiUrl,
   parseBoolean,
@@ -82,6 +83,7 @@ export function loadConfig(input: LoadConfigInput): LoadConfigResult {
   const stopGraceSeconds = get(SETTINGS.stopGraceSeconds, (r) => parseNumber(r, 0, 3600), 10);
   const concurrency = get(SETTINGS.concurrency, (r) => parseInteger(r, 1, 10000), 1);
   const once = get(SETTINGS.once, parseBoolean, false);
+  const shutdown = get(SETTINGS.shutdown, (r) => parseEnum(r, SHUTDOWN_MODES), 'drain');
   const onShutdown = get(SETTINGS.onShutdown, (r) => parseEnum(r, ON_SHUTDOWN), 'stop');
   const statusAddr = get(SETTINGS.statusAddr, parseStatusAddr, null);
   const logLevel = get(SETTINGS.logLevel, (r) => parseEnum(r, LOG_LEVELS), 'info');
@@ -118,6 +120,7 @@ export function loadConfig(input: LoadConfigInput): LoadConfigResult {
       apiUrl,
       token: token.token,
       tokenSource: token.source,
+      tokenPath: token.path,
       environmentId,
       workerId,
       ttlSeconds,
@@ -126,6 +129,7 @@ export function loadConfig(input: LoadConfigInput): LoadConfigResult {
       stopGraceSeconds,
       concurrency,
       once,
+      shutdown,
       onShutdown,
       statusAddr,
       logLevel,

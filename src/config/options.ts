@@ -99,6 +99,14 @@ export const SETTINGS = {
     help: "handle one item, then exit with the outcome's code (--no-once overrides the variable)",
     default: 'false',
   },
+  shutdown: {
+    env: 'LEASE_KEEPER_SHUTDOWN',
+    flag: '--shutdown',
+    key: 'shutdown',
+    arg: '<mode>',
+    help: 'on SIGTERM/SIGINT: drain (stop signal to every job now) or finish (claim nothing more, let running jobs end by themselves; a second signal drains, a third kills)',
+    default: 'drain',
+  },
   onShutdown: {
     env: 'LEASE_KEEPER_ON_SHUTDOWN',
     flag: '--on-shutdown',

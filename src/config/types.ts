@@ -4,6 +4,8 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export type OnShutdown = 'stop' | 'release';
 /** Where each job's stdout/stderr go (src/job/output.ts); `auto` = `journal` under journald, else `inherit`. */
 export type JobOutputSetting = 'auto' | 'inherit' | 'prefix' | 'journal';
+/** On SIGTERM/SIGINT: `drain` the jobs now, or let them `finish` by themselves (a second signal drains). */
+export type ShutdownMode = 'drain' | 'finish';
 export type TokenSource = 'QODER_PAT' | 'QODER_PAT_FILE' | 'CREDENTIALS_DIRECTORY';
 
 export interface Config {
@@ -12,6 +14,8 @@ export interface Config {
   /** Bearer token. Secret: never logged, never in an error message, never in a child's environment. */
   token: string;
   tokenSource: TokenSource;
+  /** The token file re-read on rotation (QODER_PAT_FILE or the credential); null for QODER_PAT. */
+  tokenPath: string | null;
   /** `env_…` */
   environmentId: string;
   /** Sent as `Worker-ID` on poll and ack. Default: hostname + machine id. */
@@ -28,6 +32,8 @@ export interface Config {
   concurrency: number;
   /** Handle one item, then exit with the outcome's code. */
   once: boolean;
+  /** On SIGTERM/SIGINT: drain every job now (default), or claim nothing more and let running jobs finish. */
+  shutdown: ShutdownMode;
   /** After draining on SIGTERM/SIGINT: confirm the stop, or leave the item to its lease. */
   onShutdown: OnShutdown;
   /** `/healthz` and `/metrics` listener, or null when unset. */

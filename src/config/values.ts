@@ -1,6 +1,6 @@
 import { ENV_ID_RE } from '../api/parse.js';
 import { isIPv4, isIPv6 } from 'node:net';
-import type { JobOutputSetting, LogLevel, OnShutdown } from './types.js';
+import type { JobOutputSetting, LogLevel, OnShutdown, ShutdownMode } from './types.js';
 
 /**
  * Pure parsers, one per kind of value. Each takes the raw text (already known to be non-empty) and
@@ -56,6 +56,7 @@ export const LOG_FORMATS = ['json', 'pretty'] as const;
 export const ON_SHUTDOWN: readonly OnShutdown[] = ['stop', 'release'];
 export const CONTAINMENT_MODES = ['auto', 'cgroup', 'process-group'] as const;
 export const JOB_OUTPUTS: readonly JobOutputSetting[] = ['auto', 'inherit', 'prefix', 'journal'];
+export const SHUTDOWN_MODES: readonly ShutdownMode[] = ['drain', 'finish'];
 export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL'] as const;
 
 /** `TERM`, `sigterm`, `SIGTERM`… → `SIGTERM`, among STOP_SIGNALS. */

@@ -18,6 +18,8 @@ const INDEX = [
   'DELETE /_admin/faults                -> {cleared}',
   'DELETE /_admin/faults/{id}',
   'GET    /_admin/events?since=SEQ      -> {events, last_seq}',
+  'GET    /_admin/tokens                -> {accepted: [{fingerprint, calls, last_used_ms}], revoked}',
+  'POST   /_admin/tokens                {accept?: [token], revoke?: [token]} -> the same view',
   'GET    /_admin/stats',
   'POST   /_admin/reset',
 ];
@@ -96,6 +98,12 @@ export function handleAdmin(core: EmulatorCore, req: IncomingMessage, url: URL, 
     if (method !== 'GET') wrong('GET');
     const since = intParam('since', url.searchParams.get('since'), 0) ?? 0;
     return json(200, { events: core.eventsSince(since), last_seq: core.events.lastSeq });
+  }
+
+  if (first === 'tokens' && second === undefined) {
+    if (method === 'GET') return json(200, core.tokens.view());
+    if (method === 'POST') return json(200, core.changeTokens(obj(), ctx));
+    return wrong('GET, POST');
   }
 
   if (first === 'stats' && second === undefined) {

@@ -6,6 +6,7 @@ import { IdempotencyKeys } from './idempotency.js';
 import type { WorkQueueStats } from '../api/types.js';
 import { queueStats } from './queries.js';
 import { WorkStore } from './store.js';
+import { TokenRegistry, type TokenView } from './tokens.js';
 import { badRequest, type AdminItem, type CallContext, type EmulatorEvent, type EmulatorSettings } from './types.js';
 
 export const DEFAULT_SETTINGS: EmulatorSettings = {
@@ -79,13 +80,17 @@ export class EmulatorCore {
   readonly settings: EmulatorSettings;
   /** Replies stored by Idempotency-Key (bounded by the idempotency_* settings). */
   readonly idempotency = new IdempotencyKeys(() => ({ ttlMs: this.settings.idempotency_ttl_ms, maxKeys: this.settings.idempotency_max_keys }));
+  /** The bearer tokens the work API accepts (rotation: accept a new one, revoke the old). */
+  readonly tokens: TokenRegistry;
   private readonly initial: EmulatorSettings;
 
   constructor(
     readonly environmentId: string,
     readonly clock: EmulatorClock,
     settings: EmulatorSettings,
+    token = 'pt-emulator',
   ) {
+    this.tokens = new TokenRegistry(token);
     this.initial = { ...settings };
     this.settings = { ...settings };
     this.events = new EventLog(() => Math.floor(clock.nowUs() / 1000));
@@ -144,6 +149,13 @@ export class EmulatorCore {
     return f;
   }
 
+  /** `{accept?: string[], revoke?: string[]}`: the event log gets fingerprints, never the tokens. */
+  changeTokens(input: unknown, ctx: CallContext = {}): TokenView {
+    const changed = this.tokens.change(input);
+    this.events.append({ type: 'tokens_changed', request_id: ctx.requestId, accepted: changed.accepted, revoked: changed.revoked });
+    return this.tokens.view();
+  }
+
   clearFaults(ctx: CallContext = {}): number {
     const n = this.faults.clear();
     this.events.append({ type: 'faults_cleared', request_id: ctx.requestId, count: n });
@@ -164,6 +176,7 @@ export class EmulatorCore {
     this.store.clear();
     this.faults.clear();
     this.idempotency.clear();
+    this.tokens.reset();
     Object.assign(this.settings, this.initial);
     this.events.clear();
     this.events.append({ type: 'reset', request_id: ctx.requestId });

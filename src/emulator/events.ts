@@ -36,6 +36,7 @@ export const EVENT_TYPES = [
   'fault_added',
   'faults_cleared',
   'settings_changed',
+  'tokens_changed',
   'reset',
 ] as const;
 

@@ -6,6 +6,7 @@ export { EVENT_TYPES, EventLog } from './events.js';
 export { FAULT_KINDS, type Fault, type FaultKind, type FaultSpec } from './faults.js';
 export { formatMicros, manualClock, realClock, type EmulatorClock } from './clock.js';
 export { METADATA_LIMITS } from './metadata.js';
+export { TokenRegistry, tokenFingerprint, type AdminToken, type TokenView } from './tokens.js';
 export type { WorkPage } from './queries.js';
 export type { WorkQueueStats } from '../api/types.js';
 export {

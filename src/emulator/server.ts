@@ -7,6 +7,7 @@ import { ADMIN_PREFIX, handleAdmin } from './admin-api.js';
 import { realClock, type EmulatorClock } from './clock.js';
 import { DEFAULT_SETTINGS, EmulatorCore, parseSettingsPatch, type QueueOptions } from './core.js';
 import { ENV_ID_RE } from './ids.js';
+import type { TokenView } from './tokens.js';
 import type { Fault, FaultSpec } from './faults.js';
 import { errorReply, fromError, readBody, resetSocket, send, sleep, type Reply } from './http.js';
 import { callFingerprint, idempotencyKeyOf } from './idempotency.js';
@@ -27,6 +28,7 @@ export interface Emulator {
   readonly url: string;
   /** `${url}/_admin/` */
   readonly adminUrl: string;
+  /** The token accepted at start-up (tokens() and changeTokens() for rotation). */
   readonly token: string;
   readonly environmentId: string;
   /** Stops listening, ends every open request (long polls, hangs), frees the port. Idempotent. */
@@ -50,6 +52,11 @@ export interface Emulator {
   /** The first event with seq > since (default: the current last seq) matching pred; rejects after timeoutMs. */
   waitForEvent(pred: (e: EmulatorEvent) => boolean, opts?: { timeoutMs?: number; since?: number }): Promise<EmulatorEvent>;
   stats(): WorkQueueStats;
+  /** The accepted tokens (fingerprints, with their call counts) and the revoked ones. */
+  tokens(): TokenView;
+  /** Accepts and revokes tokens, as `POST /_admin/tokens`. */
+  changeTokens(change: { accept?: string[]; revoke?: string[] }): TokenView;
+  /** Back to the start, the start-up token the only one accepted. */
   reset(): void;
 }
 
@@ -99,7 +106,7 @@ export async function startEmulator(opts: EmulatorOptions & { clock?: EmulatorCl
       ttl_override_seconds: opts.ttlOverrideSeconds ?? null,
     }),
   };
-  const core = new EmulatorCore(environmentId, opts.clock ?? realClock(), settings);
+  const core = new EmulatorCore(environmentId, opts.clock ?? realClock(), settings, token);
   if (opts.log) {
     const log = opts.log;
     core.events.subscribe((e) => log(JSON.stringify(e), e));
@@ -136,7 +143,7 @@ export async function startEmulator(opts: EmulatorOptions & { clock?: EmulatorCl
     try {
       if (body === 'too_large') throw new EmulatorError(400, 'invalid_request_error', 'request body too large');
       const call = { route, req, url, body, ctx, notExtended: fault?.kind === 'not_extended', signal };
-      checkAccess(core, token, call);
+      checkAccess(core, call);
       reply = await idempotent(route, req, url, body, ctx, () => handleWork(core, call));
     } catch (err) {
       reply = refusal(err, ctx, route.endpoint, route.workId);
@@ -286,6 +293,8 @@ export async function startEmulator(opts: EmulatorOptions & { clock?: EmulatorCl
     onEvent: (listener) => core.events.subscribe(listener),
     waitForEvent: (pred, o = {}) => waitForEvent(core, pred, o.timeoutMs ?? 10_000, o.since ?? core.events.lastSeq),
     stats: () => core.stats(),
+    tokens: () => core.tokens.view(),
+    changeTokens: (change) => core.changeTokens(change),
     reset: () => core.reset(),
   };
   return emulator;

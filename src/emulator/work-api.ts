@@ -56,11 +56,12 @@ export interface WorkCall {
   signal: AbortSignal;
 }
 
-export function checkAccess(core: EmulatorCore, token: string, call: WorkCall): void {
+export function checkAccess(core: EmulatorCore, call: WorkCall): void {
   const auth = call.req.headers.authorization;
   const m = typeof auth === 'string' ? /^Bearer +(.+)$/i.exec(auth) : null;
   if (!m) throw new EmulatorError(401, 'authentication_error', 'missing bearer token');
-  if (m[1] !== token) throw new EmulatorError(401, 'authentication_error', 'invalid bearer token');
+  const access = core.tokens.check(m[1]!, core.store.nowMs());
+  if (access !== 'ok') throw new EmulatorError(401, 'authentication_error', `${access} bearer token`);
   if (call.route.envId !== core.environmentId) throw notFound(`environment ${call.route.envId} not found`);
   if (core.settings.environment_type !== 'self_hosted') throw badRequest('environment is not self_hosted');
 }

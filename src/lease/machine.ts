@@ -63,6 +63,8 @@ export type LeaseEvent =
   /** The job's whole process group is gone (not merely the leader). */
   | { type: 'job_exited'; at: number; exit: JobExit; oomKilled?: boolean }
   | { type: 'shutdown'; at: number }
+  /** SIGTERM/SIGINT with LEASE_KEEPER_SHUTDOWN=finish: the job may end by itself. */
+  | { type: 'shutdown_finish'; at: number }
   | { type: 'shutdown_now'; at: number }
   | { type: 'reported'; at: number };
 
@@ -248,6 +250,9 @@ export function transition(prev: LeaseState, event: LeaseEvent, settings: LeaseS
       break;
     case 'shutdown':
       onShutdown(step, event.at);
+      break;
+    case 'shutdown_finish':
+      onShutdownFinish(step, event.at);
       break;
     case 'shutdown_now':
       onShutdownNow(step, event.at);
@@ -496,6 +501,20 @@ function onShutdown(step: Step, at: number): void {
       finish(step);
     }
   }
+}
+
+// ---- Rule: LEASE_KEEPER_SHUTDOWN=finish keeps the lease while a started job ends by itself: no stop signal,
+// heartbeats go on, and the item is reported with the job's own outcome. A job not started yet is not
+// started: that item is handed back as by a drain. A lost lease or a server stop still stops the job, and a
+// later `shutdown` (the second signal) drains it. ----
+function onShutdownFinish(step: Step, at: number): void {
+  const s = step.s;
+  if (s.drain !== null || s.phase === 'reporting') return;
+  if (s.job === 'none') {
+    onShutdown(step, at);
+    return;
+  }
+  step.log('info', 'shutdown_finish', {});
 }
 
 // ---- Rule: a second signal kills the groups and ends at once, without reporting. ----

@@ -91,7 +91,7 @@ export function statusLine(s: KeeperSnapshot, opts: StatusLineOptions = {}): str
   const parts: string[] = [];
 
   if (s.draining) {
-    parts.push(s.leases.length === 0 ? 'stopping' : `draining ${count(s.leases.length)}`);
+    parts.push(s.leases.length === 0 ? 'stopping' : `${s.finishing === true ? 'finishing' : 'draining'} ${count(s.leases.length)}`);
   } else if (!s.ready) {
     parts.push('starting');
   } else {

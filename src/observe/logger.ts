@@ -17,8 +17,11 @@ export interface LoggerOptions {
   destination?: Writable;
   /** Prefix each line with its syslog priority `<N>`; default: JOURNAL_STREAM is set (stdout is journald). */
   journal?: boolean;
-  /** Strings that must never be printed (the token): scrubbed from every line, wherever they are. */
-  secrets?: string[];
+  /**
+   * Strings that must never be printed (the token): scrubbed from every line, wherever they are. The array may
+   * grow while the logger lives (token rotation adds the new token): the scrubber follows it.
+   */
+  secrets?: readonly string[];
   /** Fields on every line. pid and hostname are left out: journald records them anyway. */
   base?: Record<string, unknown>;
 }
@@ -81,7 +84,16 @@ export function serializeError(err: unknown, depth = 0): Record<string, unknown>
  * whatever a caller passes, the text that leaves the process has no token in it.
  */
 export function createLogger(opts: LoggerOptions): Logger {
-  const scrub = makeScrubber(opts.secrets ?? []);
+  const secrets = opts.secrets ?? [];
+  let scrubber = makeScrubber(secrets);
+  let scrubbedCount = secrets.length;
+  const scrub = (text: string): string => {
+    if (secrets.length !== scrubbedCount) {
+      scrubber = makeScrubber(secrets);
+      scrubbedCount = secrets.length;
+    }
+    return scrubber(text);
+  };
   const journal = opts.journal ?? Boolean(process.env.JOURNAL_STREAM);
   const baseKeys = new Set(Object.keys(opts.base ?? {}));
   const pretty = opts.format === 'pretty';

@@ -27,8 +27,10 @@ export interface KeeperSnapshot {
   workerId: string;
   /** True once configuration is valid and the first poll answered. */
   ready: boolean;
-  /** True after SIGTERM/SIGINT: no more polls, jobs drain. */
+  /** True after SIGTERM/SIGINT: no more polls; jobs drain, or finish by themselves (`finishing`). */
   draining: boolean;
+  /** True while the shutdown lets running jobs end by themselves (LEASE_KEEPER_SHUTDOWN=finish), until a drain. */
+  finishing?: boolean;
   leases: LeaseView[];
   /** Monotonic ms when polls began failing in a row, null while they succeed. */
   pollFailingSinceMs: number | null;

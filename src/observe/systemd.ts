@@ -17,7 +17,9 @@ import { startWatchdog, type Watchdog } from './watchdog.js';
  *   TimeoutStopSec, and a stuck one is (extensions stop, the timeout lapses). systemd only looks at extensions
  *   once the original TimeoutStopSec has run out. Extensions also stop `extendMaxMs` after the drain began, so a
  *   healthy keeper that cannot finish (say, a stop report retried through an outage) cannot hold
- *   `systemctl stop` forever;
+ *   `systemctl stop` forever. While the shutdown lets jobs finish by themselves (`finishing`, LEASE_KEEPER_SHUTDOWN=
+ *   finish) there are no extensions at all: a job may run for hours, and TimeoutStopSec= is the operator's bound on
+ *   that wait. Once finishing turns into a drain (the next SIGTERM), extensions start, counted from then;
  * - `STATUS=` when the line changed, at most every `statusIntervalMs`;
  * - `WATCHDOG=1` every WatchdogSec/2 while healthy (watchdog.ts).
  */
@@ -122,6 +124,7 @@ export function startSystemdIntegration(opts: SystemdIntegrationOptions): System
   let lastStatusAt = -Infinity;
   let lastExtendAt = -Infinity;
   let drainStartedAt = 0;
+  let wasFinishing = false;
 
   const refresh = (): void => {
     if (!notifier.enabled) return;
@@ -134,17 +137,30 @@ export function startSystemdIntegration(opts: SystemdIntegrationOptions): System
     const t = now();
     const line = statusLine(s, { nowMs: t, ...(opts.capacity !== undefined ? { capacity: opts.capacity } : {}) });
     if (s.draining) {
+      const finishing = s.finishing === true;
       if (!stoppingSent) {
         stoppingSent = true;
-        notifier.send('STOPPING=1', `EXTEND_TIMEOUT_USEC=${extendUsec}`, `STATUS=${line}`);
+        if (finishing) notifier.send('STOPPING=1', `STATUS=${line}`);
+        else notifier.send('STOPPING=1', `EXTEND_TIMEOUT_USEC=${extendUsec}`, `STATUS=${line}`);
         lastStatus = line;
         lastStatusAt = t;
         lastExtendAt = t;
         drainStartedAt = t;
+        wasFinishing = finishing;
+        return;
+      }
+      if (wasFinishing && !finishing) {
+        // finish → drain: the drain's extensions start now, with their own cap, and the phase shows at once.
+        wasFinishing = false;
+        drainStartedAt = t;
+        lastExtendAt = t;
+        notifier.send(`EXTEND_TIMEOUT_USEC=${extendUsec}`, `STATUS=${line}`);
+        lastStatus = line;
+        lastStatusAt = t;
         return;
       }
       // Renew only while healthy: a stuck drain lets the extension lapse, and TimeoutStopSec ends it.
-      if (t - lastExtendAt >= extendEveryMs && t - drainStartedAt < extendMaxMs && safeHealthy()) {
+      if (!finishing && t - lastExtendAt >= extendEveryMs && t - drainStartedAt < extendMaxMs && safeHealthy()) {
         notifier.extendTimeout(extendUsec);
         lastExtendAt = t;
       }

@@ -32,7 +32,8 @@ export interface ItemContext {
   api: WorkApi;
   settings: LeaseSettings;
   command: string[];
-  token: string;
+  /** Every token the keeper has held (it grows on rotation): no variable holding one reaches the job. */
+  tokens: readonly string[];
   baseEnv: NodeJS.ProcessEnv;
   log: Logger;
   clock: Clock;
@@ -122,6 +123,11 @@ export class ItemLease {
   /** Keeper got SIGTERM/SIGINT: drain the job while heartbeats go on. */
   shutdown(): void {
     this.dispatch({ type: 'shutdown', at: this.ctx.clock.now() });
+  }
+
+  /** Keeper got SIGTERM/SIGINT with LEASE_KEEPER_SHUTDOWN=finish: keep the lease while the job ends by itself. */
+  shutdownFinish(): void {
+    this.dispatch({ type: 'shutdown_finish', at: this.ctx.clock.now() });
   }
 
   /** A second signal: kill the job's group and end without reporting. */
@@ -274,7 +280,7 @@ export class ItemLease {
   }
 
   private runJob(stdio: JobStdio | null): void {
-    const env = jobEnvironment(this.ctx.baseEnv, this.item, this.ctx.token);
+    const env = jobEnvironment(this.ctx.baseEnv, this.item, this.ctx.tokens);
     for (const [k, v] of Object.entries(stdio?.env ?? {})) {
       if (v === undefined) delete env[k];
       else env[k] = v;

@@ -5,13 +5,14 @@ const WITHHELD = ['QODER_PAT', 'QODER_PAT_FILE', 'CREDENTIALS_DIRECTORY', 'NOTIF
 
 /**
  * The job's environment: the keeper's, plus the work ids and the item as JSON, minus the token
- * sources and the notify variables. Any other variable that happens to hold the token is dropped too.
+ * sources and the notify variables. Any other variable that holds a token the keeper has held (the one it
+ * started with, or one rotated in since) is dropped too.
  */
-export function jobEnvironment(base: NodeJS.ProcessEnv, item: WorkItem, token: string): NodeJS.ProcessEnv {
+export function jobEnvironment(base: NodeJS.ProcessEnv, item: WorkItem, tokens: readonly string[]): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(base)) {
     if (v === undefined || WITHHELD.includes(k)) continue;
-    if (token.length > 0 && v.includes(token)) continue;
+    if (tokens.some((t) => t.length > 0 && v.includes(t))) continue;
     env[k] = v;
   }
   env.LEASE_KEEPER_WORK_ID = item.id;

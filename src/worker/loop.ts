@@ -1,6 +1,7 @@
 /**
  * The worker loop: poll → ack → (lease, job, report in ItemLease) → repeat, with up to `concurrency`
- * items held at once. Shutdown stops polling and drains every item; a second signal kills at once.
+ * items held at once. Shutdown stops polling and drains every item (or, with finish, lets each job end by
+ * itself); a later signal drains, the last kills at once.
  *
  * Claims: one poll at a time while the queue is empty; while polls deliver work and slots are free, up to
  * CLAIMS_IN_FLIGHT claims (poll, then ack) run at once, so a cold start with many slots does not wait one
@@ -25,7 +26,8 @@ export interface WorkerOptions {
   settings: LeaseSettings;
   workerId: string;
   command: string[];
-  token: string;
+  /** Every token the keeper has held (it grows on rotation): no variable holding one reaches a job. */
+  tokens: readonly string[];
   concurrency: number;
   once: boolean;
   baseEnv: NodeJS.ProcessEnv;
@@ -59,7 +61,10 @@ export const CLAIMS_IN_FLIGHT = 8;
 export class Worker {
   private readonly held = new Map<string, ItemLease>();
   private readonly stopPolling = new AbortController();
+  /** No more polls: a shutdown (finish or drain) has begun. */
   private draining = false;
+  /** The shutdown lets running jobs end by themselves (LEASE_KEEPER_SHUTDOWN=finish), until a drain. */
+  private finishing = false;
   private ready = false;
   private pollFailingSince: number | null = null;
   private fatal: WorkerResult | null = null;
@@ -90,11 +95,25 @@ export class Worker {
     return this.result;
   }
 
-  /** First SIGTERM/SIGINT: stop polling, drain every held item (heartbeats go on). */
-  shutdown(): void {
+  /** SIGTERM/SIGINT with LEASE_KEEPER_SHUTDOWN=finish: stop polling; every held lease is kept while its job ends by itself. */
+  finish(): void {
     if (this.draining) return;
     this.draining = true;
-    this.o.log.info({ held: this.held.size }, 'shutdown_requested');
+    this.finishing = true;
+    this.o.log.info({ held: this.held.size, phase: 'finishing' }, 'shutdown_requested');
+    this.stopPolling.abort();
+    this.wakePollLoop();
+    for (const lease of this.held.values()) lease.shutdownFinish();
+    this.settleWhenIdle();
+  }
+
+  /** SIGTERM/SIGINT (or the one after a finish): stop polling, drain every held item (heartbeats go on). */
+  shutdown(): void {
+    if (this.draining && !this.finishing) return;
+    const from = this.finishing ? 'finishing' : undefined;
+    this.draining = true;
+    this.finishing = false;
+    this.o.log.info({ held: this.held.size, phase: 'draining', from }, 'shutdown_requested');
     this.stopPolling.abort();
     this.wakePollLoop();
     for (const lease of this.held.values()) lease.shutdown();
@@ -115,6 +134,7 @@ export class Worker {
       workerId: this.o.workerId,
       ready: this.ready,
       draining: this.draining,
+      finishing: this.finishing,
       leases: [...this.held.values()].map((l) => l.view()),
       pollFailingSinceMs: this.pollFailingSince,
       containment: this.o.containment?.kind ?? 'process-group',
@@ -269,7 +289,7 @@ export class Worker {
       api: this.o.api,
       settings: this.o.settings,
       command: this.o.command,
-      token: this.o.token,
+      tokens: this.o.tokens,
       baseEnv: this.o.baseEnv,
       log: this.o.log,
       clock: this.o.clock,

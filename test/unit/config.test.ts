@@ -65,6 +65,7 @@ describe('loadConfig: defaults', () => {
       apiUrl: 'https://api.qoder.com',
       token: TOKEN,
       tokenSource: 'QODER_PAT',
+      tokenPath: null,
       environmentId: 'env_abc',
       workerId: 'host1-0123456789ab',
       ttlSeconds: 60,
@@ -73,6 +74,7 @@ describe('loadConfig: defaults', () => {
       stopGraceSeconds: 10,
       concurrency: 1,
       once: false,
+      shutdown: 'drain',
       onShutdown: 'stop',
       statusAddr: null,
       logLevel: 'info',
@@ -138,6 +140,7 @@ describe('loadConfig: one pass reports everything', () => {
       LEASE_KEEPER_STOP_GRACE_SECONDS: '-1',
       LEASE_KEEPER_CONCURRENCY: '0',
       LEASE_KEEPER_ONCE: 'maybe',
+      LEASE_KEEPER_SHUTDOWN: 'wait',
       LEASE_KEEPER_ON_SHUTDOWN: 'abandon',
       LEASE_KEEPER_STATUS_ADDR: '9100',
       LEASE_KEEPER_LOG_LEVEL: 'verbose',
@@ -156,6 +159,7 @@ describe('loadConfig: one pass reports everything', () => {
       'LEASE_KEEPER_STOP_GRACE_SECONDS (--stop-grace-seconds) = "-1": must be a number from 0 to 3600',
       'LEASE_KEEPER_CONCURRENCY (--concurrency) = "0": must be an integer from 1 to 10000',
       'LEASE_KEEPER_ONCE (--once) = "maybe": must be one of: true, false, 1, 0, yes, no',
+      'LEASE_KEEPER_SHUTDOWN (--shutdown) = "wait": must be one of: drain, finish',
       'LEASE_KEEPER_ON_SHUTDOWN (--on-shutdown) = "abandon": must be one of: stop, release',
       'LEASE_KEEPER_STATUS_ADDR (--status-addr) = "9100": must be host:port',
       'LEASE_KEEPER_LOG_LEVEL (--log-level) = "verbose": must be one of: fatal, error, warn, info, debug, trace, silent',
@@ -163,7 +167,7 @@ describe('loadConfig: one pass reports everything', () => {
       'LEASE_KEEPER_FENCE_MARGIN_MS (--fence-margin-ms) = "10": must be an integer from 50 to 60000',
       NO_COMMAND_PROBLEM,
     ];
-    expect(list).toHaveLength(16);
+    expect(list).toHaveLength(17);
     starts.forEach((start, i) => expect(list[i]!.startsWith(start), `${list[i]} should start with ${start}`).toBe(true));
   });
 
@@ -187,6 +191,7 @@ describe('loadConfig: flags win over the environment', () => {
     LEASE_KEEPER_STOP_GRACE_SECONDS: '3',
     LEASE_KEEPER_CONCURRENCY: '2',
     LEASE_KEEPER_ONCE: 'yes',
+    LEASE_KEEPER_SHUTDOWN: 'finish',
     LEASE_KEEPER_ON_SHUTDOWN: 'release',
     LEASE_KEEPER_STATUS_ADDR: '127.0.0.1:9100',
     LEASE_KEEPER_LOG_LEVEL: 'debug',
@@ -206,6 +211,7 @@ describe('loadConfig: flags win over the environment', () => {
       stopGraceSeconds: 3,
       concurrency: 2,
       once: true,
+      shutdown: 'finish',
       onShutdown: 'release',
       statusAddr: { host: '127.0.0.1', port: 9100 },
       logLevel: 'debug',
@@ -226,6 +232,7 @@ describe('loadConfig: flags win over the environment', () => {
       stopGraceSeconds: '0.5',
       concurrency: '7',
       once: false,
+      shutdown: 'drain',
       onShutdown: 'stop',
       statusAddr: '[::1]:9200',
       logLevel: 'warn',
@@ -243,6 +250,7 @@ describe('loadConfig: flags win over the environment', () => {
       stopGraceSeconds: 0.5,
       concurrency: 7,
       once: false,
+      shutdown: 'drain',
       onShutdown: 'stop',
       statusAddr: { host: '::1', port: 9200 },
       logLevel: 'warn',
@@ -291,6 +299,7 @@ describe('loadConfig: value rules', () => {
     ['LEASE_KEEPER_ONCE', 'no', false],
     ['LEASE_KEEPER_ONCE', '0', false],
     ['LEASE_KEEPER_ON_SHUTDOWN', 'release', 'release'],
+    ['LEASE_KEEPER_SHUTDOWN', 'FINISH', 'finish'],
     ['LEASE_KEEPER_STATUS_ADDR', 'localhost:0', { host: 'localhost', port: 0 }],
     ['LEASE_KEEPER_STATUS_ADDR', '0.0.0.0:65535', { host: '0.0.0.0', port: 65535 }],
     ['LEASE_KEEPER_STATUS_ADDR', '[::]:9100', { host: '::', port: 9100 }],

@@ -389,7 +389,7 @@ async function runCase(c: Case): Promise<string[]> {
     settings: { desiredTtlSeconds: 2, heartbeatFraction: 0.33, stopSignal: 'SIGTERM', graceMs: 300, fenceMarginMs: null, onShutdown: 'stop', workerId: 'fuzz-worker' },
     workerId: 'fuzz-worker',
     command: ['/bin/sh', '-c', 'echo "$LEASE_KEEPER_WORK_ID" >> "$FUZZ_SPAWNS"; sleep 0.2'],
-    token: TOKEN,
+    tokens: [TOKEN],
     concurrency: 1,
     once: true,
     baseEnv: { PATH: process.env.PATH, FUZZ_SPAWNS: spawns, ...suiteEnv() },

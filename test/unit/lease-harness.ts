@@ -83,6 +83,9 @@ export class Harness {
   shutdown(): LeaseAction[] {
     return this.apply({ type: 'shutdown', at: this.now });
   }
+  shutdownFinish(): LeaseAction[] {
+    return this.apply({ type: 'shutdown_finish', at: this.now });
+  }
   shutdownNow(): LeaseAction[] {
     return this.apply({ type: 'shutdown_now', at: this.now });
   }

@@ -446,3 +446,81 @@ describe('lease machine: keeper shutdown', () => {
     expect(ofType(acts, 'signal_job')[0]).toMatchObject({ reason: 'shutdown' });
   });
 });
+
+describe('lease machine: keeper shutdown, finish mode', () => {
+  it('a running job gets no stop signal, heartbeats go on, and the item is reported with its own outcome', () => {
+    const h = new Harness();
+    h.acquire();
+    const acts = h.shutdownFinish();
+    expect(ofType(acts, 'signal_job')).toHaveLength(0);
+    expect(ofType(acts, 'log').map((l) => l.event)).toContain('shutdown_finish');
+    // Two more intervals: every beat is still sent and accepted, the job is never signalled.
+    for (let i = 0; i < 2; i++) {
+      h.advanceTo(h.state.nextBeatAt!);
+      expect(h.state.inFlight).not.toBeNull();
+      h.accept();
+    }
+    expect(ofType(h.actions, 'signal_job')).toHaveLength(0);
+    expect(ofType(h.actions, 'kill_job')).toHaveLength(0);
+    h.jobExited({ code: 3, signal: null });
+    expect(ofType(h.actions, 'report')[0]).toMatchObject({ outcome: 'failed', stop: true, metadata: { outcome: 'failed', exit_code: '3' } });
+  });
+
+  it('a job that exits 0 while finishing is completed, not shutdown (even with on-shutdown=release)', () => {
+    const h = new Harness({ onShutdown: 'release' });
+    h.acquire();
+    h.shutdownFinish();
+    h.jobExited({ code: 0, signal: null });
+    expect(ofType(h.actions, 'report')[0]).toMatchObject({ outcome: 'completed', stop: true });
+  });
+
+  it('a job not started yet is not started: the item is left as by a drain', () => {
+    const h = new Harness();
+    h.start();
+    const acts = h.shutdownFinish(); // the first heartbeat is in flight, no job yet
+    expect(ofType(acts, 'abort_heartbeat')).toHaveLength(1);
+    expect(ofType(acts, 'finish')[0]).toMatchObject({ outcome: 'shutdown' });
+    expect(ofType(h.actions, 'spawn_job')).toHaveLength(0);
+  });
+
+  it('a job being spawned counts as started: it is not signalled once it runs', () => {
+    const h = new Harness();
+    h.start();
+    h.accept(); // spawn_job emitted, job_started not seen yet
+    h.shutdownFinish();
+    const acts = h.jobStarted();
+    expect(ofType(acts, 'signal_job')).toHaveLength(0);
+  });
+
+  it('a lost lease while finishing still stops the job at once', () => {
+    const h = new Harness();
+    h.acquire();
+    h.shutdownFinish();
+    h.advanceTo(h.state.nextBeatAt!);
+    const acts = h.fail({ kind: 'lease_lost', status: 412 });
+    expect(ofType(acts, 'signal_job')[0]).toMatchObject({ reason: 'lease_lost' });
+    h.jobExited({ code: null, signal: 'SIGTERM' });
+    expect(ofType(h.actions, 'report')).toHaveLength(0);
+    expect(ofType(h.actions, 'finish')[0]).toMatchObject({ outcome: 'lease_lost' });
+  });
+
+  it('a server stop while finishing drains the job as usual', () => {
+    const h = new Harness();
+    h.acquire();
+    h.shutdownFinish();
+    h.advanceTo(h.state.nextBeatAt!);
+    const acts = h.accept({ state: 'stopping' });
+    expect(ofType(acts, 'signal_job')[0]).toMatchObject({ reason: 'drained' });
+  });
+
+  it('the second signal (shutdown) turns finish into a drain; the third kills', () => {
+    const h = new Harness();
+    h.acquire();
+    h.shutdownFinish();
+    const drain = h.shutdown();
+    expect(ofType(drain, 'signal_job')[0]).toMatchObject({ reason: 'shutdown' });
+    const now = h.shutdownNow();
+    expect(ofType(now, 'kill_job')).toHaveLength(1);
+    expect(ofType(now, 'finish')[0]).toMatchObject({ outcome: 'shutdown' });
+  });
+});
