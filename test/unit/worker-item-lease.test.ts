@@ -29,7 +29,7 @@ function lease(api: FakeApi, over: Partial<ReturnType<typeof settings>> = {}) {
     api: api.asApi(),
     settings: settings(over),
     command: ['/bin/true'],
-    token: 'pt-test-token-0123456789',
+    tokens: ['pt-test-token-0123456789'],
     baseEnv: {},
     log: silentLog(),
     clock: { now: () => Date.now() },

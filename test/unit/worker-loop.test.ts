@@ -86,7 +86,7 @@ function startWorker(api: FakeApi, concurrency: number, once = false) {
     settings: settings(),
     workerId: 'w-test',
     command: ['/bin/true'],
-    token: 'pt-test-token-0123456789',
+    tokens: ['pt-test-token-0123456789'],
     concurrency,
     once,
     baseEnv: {},
