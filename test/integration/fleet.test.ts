@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Emulator, type EmulatorEvent, tokenFingerprint } from '../../src/emulator/index.js';
 import { type NotifyReceiver, startNotifyReceiver } from '../support/notify-receiver.js';
-import { type Keeper, TOKEN, emulator, jobStarted, readRecords, recordingJob, scratch, sleep, startKeeper } from './support.js';
+import { type Keeper, TOKEN, emulator, jobStarted, readRecords, recordingJob, removeScratch, scratch, sleep, startKeeper } from './support.js';
 
 /** The rotated-in token: never printed either. */
 const NEW_TOKEN = 'pt-rotated-SECRET-5b1e0d';
@@ -32,10 +32,14 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const k of keepers.splice(0)) k.kill('SIGKILL');
-  receiver?.close();
-  receiver = null;
-  await emu.close();
+  try {
+    await Promise.all(keepers.splice(0).map((k) => k.end()));
+  } finally {
+    receiver?.close();
+    receiver = null;
+    removeScratch(dir);
+    await emu.close();
+  }
 });
 
 /** As the README says: write a new file with its mode, then rename it over the old one. */
