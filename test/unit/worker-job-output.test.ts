@@ -64,7 +64,7 @@ function lease(api: FakeApi, output: ReturnType<typeof fakeOutput>['output']) {
     api: api.asApi(),
     settings: settings(),
     command: ['/bin/true'],
-    token: 'pt-test-token-0123456789',
+    tokens: ['pt-test-token-0123456789'],
     baseEnv: { JOURNAL_STREAM: '8:1', KEEP: 'yes' },
     log: silentLog(),
     clock: { now: () => Date.now() },
