@@ -27,6 +27,7 @@ import {
   type SweptJob,
 } from './containment.js';
 import { SpawnError } from './errors.js';
+import { readStat } from './group-members.js';
 import { startLeader, type JobSpec, type LaunchDeps } from './launch.js';
 import { formatRunId, waitUntil } from './run-tag.js';
 
@@ -470,17 +471,22 @@ export class CgroupJob implements ContainedJob {
   interrupt(signal: NodeJS.Signals): boolean {
     if (this.#isEmpty) return false;
     let delivered = false;
+    let groupSignalled = false;
     // While the leader is unreaped its pid (= the pgid) cannot be reused: the group signal is safe, and
     // it reaches a fork that happened after the cgroup.procs read below.
     if (this.#exit === null) {
       try {
         process.kill(-this.pid, signal);
         delivered = true;
+        groupSignalled = true;
       } catch {
         // ESRCH: the leader is exiting
       }
     }
     for (const pid of cgroupPids(this.#dir)) {
+      // Members of the leader's group already got it: a second stop signal would read as "abort now" to a
+      // job that drains on the first (found under systemd: the job's trap ran twice).
+      if (groupSignalled && readStat(pid)?.pgrp === this.pid) continue;
       try {
         process.kill(pid, signal);
         delivered = true;

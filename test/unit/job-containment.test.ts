@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   CgroupContainment,
   LAUNCHER_SCRIPT,
@@ -341,6 +341,39 @@ describe.runIf(prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgro
     expect(performance.now() - t0).toBeGreaterThanOrEqual(290);
     expect(isLive(pid)).toBe(false);
     expect(existsSync(String(job.where.cgroup))).toBe(false);
+  });
+
+  it('the stop signal reaches each process once: the leader and its group by the group signal, a setsid daemon by its pid', async () => {
+    const out = join(dir, 'got');
+    const daemonPid = join(dir, 'daemon');
+    const ready = join(dir, 'ready');
+    // Each process records every SIGTERM it handles, then lingers so that a second one would be recorded too.
+    const rec = (who: string) => `trap 'echo ${who} >> ${out}; sleep 0.3; exit 0' TERM`;
+    const job = run(
+      cg,
+      `setsid bash -c 'echo $$ > ${daemonPid}; ${rec('daemon').replace(/'/g, '"')}; while :; do sleep 0.05; done' & ` +
+        `bash -c "${rec('child')}; while :; do sleep 0.05; done" & ${rec('leader')}; sleep 0.2; touch ${ready}; while :; do sleep 0.05; done`,
+    );
+    await waitFor('the job set its traps up', () => existsSync(ready));
+    const daemon = await pidFrom(daemonPid);
+    // Whether a doubled signal is handled twice is a race; which signals are sent is not.
+    const groupSignals: number[] = [];
+    const onePid: { pid: number; pgrp: number | undefined }[] = [];
+    const kill = process.kill.bind(process);
+    const spy = vi.spyOn(process, 'kill').mockImplementation((pid, sig) => {
+      if (sig === 'SIGTERM' && pid < 0) groupSignals.push(-pid);
+      if (sig === 'SIGTERM' && pid > 0) onePid.push({ pid, pgrp: readStat(pid)?.pgrp });
+      return kill(pid, sig);
+    });
+    try {
+      await job.stop({ signal: 'SIGTERM', graceMs: 3000 });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(groupSignals).toEqual([job.pid]);
+    expect(onePid.map((s) => s.pid)).toContain(daemon);
+    expect(onePid.filter((s) => s.pgrp === job.pid)).toEqual([]);
+    expect(readFileSync(out, 'utf8').trim().split('\n').sort()).toEqual(['child', 'daemon', 'leader']);
   });
 
   it('a leader that exits 0 leaving a daemon: not empty until the daemon is gone', async () => {
