@@ -71,7 +71,7 @@ export class KeeperGuest {
     // The node binary's prefix is bound too when it lives where the guest has its own fresh dirs.
     const binds = [ROOT];
     if (!node.startsWith('/usr/') && !node.startsWith('/bin/')) binds.push(dirname(dirname(node)));
-    const sb = await Sandbox.boot({ binds, hardTimeoutS: Number(process.env.LEASE_KEEPER_SYSTEM_TIMEOUT ?? 300) });
+    const sb = await Sandbox.boot({ binds, hardTimeoutS: Number(process.env.LEASE_KEEPER_SYSTEM_TIMEOUT ?? 180) });
     const g = new KeeperGuest(sb);
     try {
       await g.install(opts);

@@ -8,8 +8,8 @@
  * guest's mount namespace (the host's mountinfo never shows them) and so go away with its last process.
  * `stop()` kills the cgroup (cgroup.kill), waits for it to empty, removes it and the temp dir. Nothing else is
  * needed: `exec`'d processes are in the guest's pid namespace, which the kernel empties when PID 1 dies.
- * If the test process dies first, `timeout` ends the guest after `hardTimeoutS`, and the next `boot()` sweeps
- * what is left of sandboxes whose owner is gone.
+ * If the test process dies first, the guest dies with it (a parent-death signal), at the latest after
+ * `hardTimeoutS`, and the next `boot()` sweeps what is left of sandboxes whose owner is gone.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync, rmdirSync } from 'node:fs';
@@ -30,7 +30,7 @@ export interface ExecResult {
 export interface BootOptions {
   /** Host directories made visible at the same path, read-only. */
   binds: string[];
-  /** The guest is killed after this long whatever happens (default 300 s). */
+  /** The guest is killed after this long whatever happens (default 180 s). */
   hardTimeoutS?: number;
   /** How long to wait for `systemctl is-system-running` (default 20 s). */
   bootTimeoutMs?: number;
@@ -186,12 +186,14 @@ export class Sandbox {
     const cgroup = join(cg2, name);
     mkdirSync(cgroup);
     const log = openSync(join(dir, 'launcher.log'), 'w');
-    const hard = String(opts.hardTimeoutS ?? 300);
-    // timeout -> unshare -> [PID 1: guest-init.sh stage1 -> stage2 -> setpriv -> env -> systemd]
-    // --kill-child: when unshare dies (timeout's SIGTERM), PID 1 gets SIGKILL and the kernel empties the namespace.
+    const hard = String(opts.hardTimeoutS ?? 180);
+    // setpriv+timeout -> unshare -> [PID 1: guest-init.sh stage1 -> stage2 -> setpriv -> env -> systemd]
+    // timeout gets SIGTERM when this process dies (parent-death signal, kept across exec) or at the hard limit
+    // and passes it to unshare; --kill-child: when unshare dies, PID 1 gets SIGKILL and the kernel empties
+    // the namespace. What that leaves (an empty cgroup, the temp dir) is swept by the next boot().
     const launcher = spawn(
-      'timeout',
-      ['-k', '5', hard, 'unshare', '--pid', '--fork', '--kill-child=SIGKILL', '--mount', '--propagation', 'private', '--uts', '--ipc', '--net',
+      'setpriv',
+      ['--pdeathsig', 'TERM', 'timeout', '-k', '5', hard, 'unshare', '--pid', '--fork', '--kill-child=SIGKILL', '--mount', '--propagation', 'private', '--uts', '--ipc', '--net',
         GUEST_INIT, 'stage1', cgroup, dir, name.replace(/_/g, '-'), ...opts.binds],
       { stdio: ['ignore', log, log], detached: true },
     );

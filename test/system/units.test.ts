@@ -28,9 +28,13 @@ async function holding(opts: GuestOptions = {}): Promise<{ g: KeeperGuest; id: s
   return { g, id: item!.id };
 }
 
-afterEach(async () => {
+afterEach(async (ctx) => {
   const g = guest;
   guest = null;
+  // A failed test shows what systemd and the keeper said: the guest's journal is gone after stop().
+  if (g && ctx.task.result?.state === 'fail') {
+    console.log(`journal of the failed test (${ctx.task.name}):\n${await g.journal('-o', 'short-precise', '-n', '60').catch(String)}`);
+  }
   await g?.stop();
 });
 
@@ -132,14 +136,31 @@ describe.runIf(prerequisite('root, unshare and systemd for a sandboxed systemd',
     expect(await g.journal('-u', UNIT, '-o', 'cat')).not.toMatch(/timed out|Killing process/i);
   });
 
+  it('a drain longer than TimeoutStopSec= that makes progress is not cut off (EXTEND_TIMEOUT_USEC)', async () => {
+    const { g, id } = await holding({ env: { JOB_DRAIN_MS: '6000' }, unit: ['TimeoutStopSec=3s'] });
+    const t0 = Date.now();
+    expect((await g.systemctl('stop', UNIT)).code).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(5500);
+    const job = await g.job(id);
+    expect(job.signals.map((s) => s.name)).toEqual(['TERM']);
+    expect(job.end?.how).toBe('drained');
+    expect((await g.item(id)).state).toBe('stopped');
+    expect(await g.show('ActiveState', 'Result')).toEqual({ ActiveState: 'inactive', Result: 'success' });
+  });
+
   it('systemctl kill -s KILL the keeper: KillMode=mixed leaves no job process, Restart=on-failure brings it back and it claims the item again', async () => {
-    const { g, id } = await holding();
+    // The unit's own RestartSec=5s: for that long nothing but systemd can kill what the keeper left (the
+    // restarted keeper would sweep it). The daemon has left the job's group, so no parent-death signal reaches it.
+    const { g, id } = await holding({ env: { JOB_DAEMON: '1' }, unit: ['RestartSec=5s'] });
     const first = await g.job(id);
+    const daemon = Number((await g.cat(`${STATE_DIR}/${id}.daemon`))?.trim());
+    expect(await g.running(daemon)).toBe(true);
     const { MainPID: oldPid } = await g.show('MainPID');
     expect((await g.systemctl('kill', '-s', 'KILL', '--kill-who=main', UNIT)).code).toBe(0);
 
-    // The job is SIGKILLed with the rest of the cgroup as soon as the keeper is gone, well before the restart.
-    await g.until('the job is gone', async () => !(await g.running(first.start!.pid)), 3000, 50);
+    // The job and its daemon are SIGKILLed with the rest of the cgroup as soon as the keeper is gone.
+    await g.until('the job and its daemon are gone', async () => !(await g.running(first.start!.pid)) && !(await g.running(daemon)), 3000, 50);
+    expect((await g.show('NRestarts')).NRestarts).toBe('0');
     await g.until('the keeper is back', async () => {
       const s = await g.show('ActiveState', 'NRestarts', 'MainPID');
       return s.ActiveState === 'active' && s.NRestarts === '1' && s.MainPID !== oldPid && s.MainPID !== '0';
@@ -150,9 +171,24 @@ describe.runIf(prerequisite('root, unshare and systemd for a sandboxed systemd',
       return r.starts.length >= 2 ? r : undefined;
     }, 30_000);
     expect(again.starts[1]!.pid).not.toBe(first.start!.pid);
-    expect(await g.running(first.start!.pid)).toBe(false);
     // The first run got no signal to drain: it was killed outright with its keeper.
     expect(again.signals).toEqual([]);
+  });
+
+  it('a clean exit is not restarted (Restart=on-failure): systemctl kill -s TERM drains the job, the keeper exits 0, the unit stays inactive', async () => {
+    const { g, id } = await holding({ env: { JOB_DRAIN_MS: '500' } });
+    expect((await g.systemctl('kill', '-s', 'TERM', '--kill-who=main', UNIT)).code).toBe(0);
+    await g.until('the keeper exited', async () => (await g.show('ActiveState')).ActiveState !== 'active', 15_000);
+    // Three times RestartSec=1s: a restart would have happened by now.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await g.show('ActiveState', 'Result', 'ExecMainStatus', 'NRestarts')).toEqual({
+      ActiveState: 'inactive',
+      Result: 'success',
+      ExecMainStatus: '0',
+      NRestarts: '0',
+    });
+    expect((await g.job(id)).signals.map((s) => s.name)).toEqual(['TERM']);
+    expect((await g.item(id)).state).toBe('stopped');
   });
 
   it('a token the emulator rejects: the unit ends failed with status 77 and is not restarted', async () => {
