@@ -7,7 +7,7 @@
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { prerequisite } from '../support/prerequisites.js';
-import { KeeperGuest, STATE_DIR, UNIT, type GuestOptions } from './guest.js';
+import { INSTANCE, KeeperGuest, STATE_DIR, UNIT, type GuestOptions } from './guest.js';
 import { leftovers, sandboxMissing } from './sandbox.js';
 
 let guest: KeeperGuest | null = null;
@@ -111,6 +111,17 @@ describe.runIf(prerequisite('root, unshare and systemd for a sandboxed systemd',
     }
     expect(errors).toContain('"msg":"auth_failed"');
     expect(errors).not.toContain(g.token);
+  });
+
+  it("each job's output is its own journal stream: journalctl -t lease-keeper-job-<work id>, stderr at err, under the unit", async () => {
+    const { g, id } = await holding();
+    const ident = `lease-keeper-job-${id}`;
+    await g.until('the job output is in the journal', async () => (await g.journal('-t', ident, '-o', 'cat')).includes(`job-stderr ${id}`), 10_000);
+    expect((await g.journal('-t', ident, '-o', 'cat')).trim().split('\n').sort()).toEqual([`job-stderr ${id}`, `job-stdout ${id}`]);
+    expect((await g.journal('-t', ident, '-o', 'cat', '-p', 'err')).trim()).toBe(`job-stderr ${id}`);
+    // Under the unit (systemctl status and journalctl -u show it), not under the keeper's own identifier.
+    expect(await g.journal('-u', UNIT, '-t', ident, '-o', 'cat')).toContain(`job-stdout ${id}`);
+    expect(await g.journal('-t', `lease-keeper-${INSTANCE}`, '-o', 'cat')).not.toContain(`job-stdout ${id}`);
   });
 
   it('systemctl stop: the job gets the stop signal once, heartbeats go on while it drains, the item ends stopped, the unit inactive within TimeoutStopSec=', async () => {
