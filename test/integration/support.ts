@@ -121,6 +121,8 @@ export interface KeeperOptions {
   args?: string[];
   command: string[];
   once?: boolean;
+  /** A command line to run the keeper through (e.g. setpriv to another user); it ends with exec "$@". */
+  wrap?: string[];
 }
 
 export function startKeeper(emu: Emulator, opts: KeeperOptions): Keeper {
@@ -140,7 +142,8 @@ export function startKeeper(emu: Emulator, opts: KeeperOptions): Keeper {
   };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
   const args = [BIN, 'run', ...(opts.once === false ? [] : ['--once']), ...(opts.args ?? []), '--', ...opts.command];
-  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [file, ...rest] = [...(opts.wrap ?? []), process.execPath, ...args];
+  const child = spawn(file!, rest, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   return new Keeper(child, tag);
 }
 
