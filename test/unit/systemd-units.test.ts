@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prerequisite } from '../support/prerequisites.js';
 
 // The units are checked with systemd-analyze (spec §7): typos are only warnings on stderr with rc 0, so ANY
 // stderr fails, and ExecStart must exist on this machine, so a copy points it at /bin/true (ecosystem.md §5).
@@ -74,7 +75,7 @@ function seconds(span: string): number {
   return total;
 }
 
-describe.runIf(process.platform === 'linux')('systemd units', () => {
+describe.runIf(prerequisite('Linux', process.platform === 'linux' ? null : `not Linux (${process.platform})`))('systemd units', () => {
   it('systemd-analyze is installed', () => {
     expect(haveAnalyze.error, 'systemd-analyze is needed to check the units (apt-get install systemd)').toBeUndefined();
   });
