@@ -41,6 +41,8 @@ export interface Hold {
   emulatorCpuSeconds: number;
   foreignPct: number;
   mem: { hwm: number; rss: number };
+  /** Open file descriptors of the keeper at the end of the hold. */
+  fds: number;
   cpuTotalSeconds: number;
   /** Leases taken (first accepted heartbeat per item) and when the last was taken. */
   leases: number;
@@ -114,6 +116,7 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
     const foreignPct = foreign.read();
     if (perf) printPerf(`${o.label} keeper, hold window`, await perf, k.pid);
     const mem = memoryMb(k.pid);
+    const fds = readdirSync(`/proc/${k.pid}/fd`).length;
     holdEnd = Date.now();
     const cpuTotalSeconds = cpuSeconds(k.pid);
     await sleep(500); // let beats planned just before holdEnd arrive
@@ -153,6 +156,7 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
       emulatorCpuSeconds: emuCpu.cpuSeconds,
       foreignPct,
       mem,
+      fds,
       cpuTotalSeconds,
       leases: firstLease.size,
       lastLeaseAt: Math.max(...firstLease.values()),
@@ -167,7 +171,9 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
     };
   } finally {
     await feed.stop().catch(() => {});
-    await k.stop({ timeoutMs: 30_000 });
+    // A drain (one SIGTERM: every job stopped and reported) leaves nothing behind; a second SIGTERM
+    // would leave the job cgroups to the next keeper's start-up sweep.
+    await k.stop({ drainMs: 180_000, timeoutMs: 30_000 });
   }
 }
 

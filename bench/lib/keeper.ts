@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { paths } from './build.js';
+import { keeperCgroup, removeCgroupTree } from './cgroups.js';
 import type { Emulator } from './emulator.js';
 import { track } from './proc.js';
 import { idleSleep } from './time.js';
@@ -85,11 +86,13 @@ export function spawnKeeper(emu: Emulator, { workerId, concurrency = 1, command,
       this.signal('SIGTERM');
       if (drainMs > 0) await Promise.race([exited, idleSleep(drainMs)]);
       this.signal('SIGTERM');
-      const r = await Promise.race([exited, idleSleep(timeoutMs).then(() => null)]);
+      let r = await Promise.race([exited, idleSleep(timeoutMs).then(() => null)]);
       if (r === null) {
         this.signal('SIGKILL');
-        return exited;
+        r = await exited;
       }
+      // Ended at once (a second SIGTERM), a keeper leaves its job cgroups to the next one's start-up sweep.
+      removeCgroupTree(keeperCgroup(workerId));
       return r;
     },
   };

@@ -32,6 +32,8 @@ export interface ScalingPoint {
   /** How the keeper contained each job (its start-up log line), when it says. */
   containment: string | null;
   nofile_soft_limit: number | null;
+  /** Open file descriptors of the keeper at the end of the hold. */
+  fds: number;
 }
 
 export interface ScalingResult {
@@ -96,6 +98,7 @@ export async function measureScaling(b: Bench, { env = {} }: { env?: Record<stri
       foreign_busy_pct: round(Math.max(info.foreignPct, debug?.foreignPct ?? 0), 1),
       containment: typeof containment === 'string' ? containment : null,
       nofile_soft_limit: nofile,
+      fds: info.fds,
     };
     points.push(point);
     b.log(

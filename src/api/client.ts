@@ -81,7 +81,7 @@ export interface WorkApiOptions {
   token: string | Credential;
   /** `env_…` */
   environmentId: string;
-  /** Defaults to a keep-alive undici Pool for the origin (no connection cap), closed by close(); an injected one is never closed. */
+  /** Defaults to a keep-alive undici Pool for the origin (at most MAX_CONNECTIONS), closed by close(); an injected one is never closed. */
   dispatcher?: Dispatcher;
   userAgent?: string;
   /** Deadline of a call without `timeoutMs`. Default 30 000 ms (poll: block_ms + this). */
@@ -131,6 +131,14 @@ interface CallSpec<T> {
   parse: (value: unknown) => T;
   defaultTimeoutMs: number;
 }
+
+/**
+ * Connections to the control plane at most. Uncapped, a burst of due heartbeats (10,000 leases after an
+ * event-loop stall) opened one connection per call: thousands of sockets, the server's accept queue
+ * overflowed, and calls hung until their leases were fenced. 64 keep-alive connections carry ~1,000
+ * calls a second even at a 60 ms round trip; the claims in flight use at most 8 of them.
+ */
+export const MAX_CONNECTIONS = 64;
 
 export class WorkApi {
   readonly origin: string;
@@ -183,9 +191,9 @@ export class WorkApi {
     this.#ownsDispatcher = options.dispatcher === undefined;
     this.#dispatcher =
       options.dispatcher ??
-      // Keep-alive with undici's idle defaults and no connection cap (one per concurrent call).
-      // Deadlines are AbortSignals; undici's own timers tick in whole seconds, so they are off.
-      new Pool(this.origin, { headersTimeout: 0, bodyTimeout: 0 });
+      // Keep-alive with undici's idle defaults, at most MAX_CONNECTIONS (calls beyond wait in the pool's
+      // queue). Deadlines are AbortSignals; undici's own timers tick in whole seconds, so they are off.
+      new Pool(this.origin, { headersTimeout: 0, bodyTimeout: 0, connections: MAX_CONNECTIONS });
   }
 
   // The methods `return await` their call: awaiting a native promise costs one microtask, returning it from
