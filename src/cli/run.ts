@@ -1,5 +1,5 @@
 import { WorkApi } from '../api/client.js';
-import { TokenCredential, formatProblems, loadConfig, type TokenReload } from '../config/index.js';
+import { TokenCredential, formatProblems, loadConfig, type CredentialEvents, type TokenReload } from '../config/index.js';
 import type { Config } from '../config/types.js';
 import { JobOutput, openContainment, resolveCommand, resolveJobOutputMode, type Containment } from '../job/index.js';
 import { monotonicClock } from '../lease/clock.js';
@@ -26,13 +26,9 @@ export async function runCommand(flags: Record<string, unknown>, command: string
   }
 
   // Created first: its `held` list is what every scrubber and the job's environment follow as tokens rotate.
-  let log: Logger | null = null;
-  const credential = new TokenCredential(config.token, config.tokenSource, config.tokenPath, {
-    reloaded: (trigger, outcome) => {
-      if (log) logReload(log, trigger, outcome, config.tokenSource);
-    },
-  });
-  log = createLogger({
+  const reloads: CredentialEvents = { reloaded: () => {} };
+  const credential = new TokenCredential(config.token, config.tokenSource, config.tokenPath, reloads);
+  const log = createLogger({
     level: config.logLevel,
     format: config.logFormat,
     secrets: credential.held,
@@ -40,6 +36,7 @@ export async function runCommand(flags: Record<string, unknown>, command: string
     ...(io.stdout === process.stdout ? {} : { destination: io.stdout }),
     base: { worker_id: config.workerId },
   });
+  reloads.reloaded = reloadLogger(log, config.tokenSource);
   // Before READY=1 and the first poll: under systemd the keeper moves itself into its leaf cgroup here.
   const opened = openContainment({ mode: config.containment, workerId: config.workerId, limits: config.jobLimits, oomScoreAdj: config.jobOomScoreAdj });
   if (!opened.ok) {
@@ -62,10 +59,14 @@ async function sweep(containment: Containment, log: Logger): Promise<void> {
 
 /** Refusals after a 401/403 come in bursts (every lease at once): one line per problem a minute is enough. */
 const REFUSAL_LOG_EVERY_MS = 60_000;
-const lastRefusalLog = new Map<string, number>();
 
 /** What a token re-read found, in the log. Never the token: only the source and the problem. */
-function logReload(log: Logger, trigger: 'auth' | 'sighup', outcome: TokenReload, source: string): void {
+function reloadLogger(log: Logger, source: string): CredentialEvents['reloaded'] {
+  const lastRefusalLog = new Map<string, number>();
+  return (trigger, outcome) => logReload(log, trigger, outcome, source, lastRefusalLog);
+}
+
+function logReload(log: Logger, trigger: 'auth' | 'sighup', outcome: TokenReload, source: string, lastRefusalLog: Map<string, number>): void {
   switch (outcome.result) {
     case 'rotated':
       log.info({ trigger, source }, 'token_rotated');
@@ -173,9 +174,9 @@ async function keep(config: Config, credential: TokenCredential, log: Logger, io
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  // SIGHUP (systemctl reload): re-read the token source; the next call sends the new token.
-  const onHangup = (): void => void credential.reload('sighup');
-  process.on('SIGHUP', onHangup);
+  // SIGHUP (systemctl reload): re-read the token source; the next call sends the new token. Kept to the
+  // end: a reload that races with the exit must not end the keeper by SIGHUP's default action (exit 129).
+  process.on('SIGHUP', () => void credential.reload('sighup'));
 
   // Node exits 0 by itself when nothing is left on the event loop. While the worker has not finished,
   // that can only be a bug (an item with nothing left to move it): say so, and exit 70, never 0.
@@ -189,7 +190,6 @@ async function keep(config: Config, credential: TokenCredential, log: Logger, io
   process.off('beforeExit', onEmptyLoop);
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
-  process.off('SIGHUP', onHangup);
   log.info({ exit_code: result.exitCode, reason: result.reason, outcome: result.lastItem?.outcome ?? null }, 'exiting');
   if (result.reason !== 'shutdown_now') {
     containment.close();

@@ -135,6 +135,34 @@ describe('startSystemdIntegration', () => {
     expect(sd.health().healthy).toBe(true);
   });
 
+  it('finishing (LEASE_KEEPER_SHUTDOWN=finish): STOPPING=1 without extensions; the drain after it extends, its cap counted from the drain', async () => {
+    const fake = fakeNotify();
+    let s: KeeperSnapshot = { workerId: 'w', ready: true, draining: true, finishing: true, leases: [held], pollFailingSinceMs: null };
+    const sd = startSystemdIntegration({
+      env: { NOTIFY_SOCKET: '/run/fake.sock', PATH: process.env.PATH },
+      snapshot: () => s,
+      marginMs: () => 2000,
+      notifyCommand: fake.command,
+      tickMs: 20,
+      statusIntervalMs: 20,
+      extendTimeoutMs: 5000,
+      extendEveryMs: 20,
+      extendMaxMs: 200,
+    });
+    cleanup.push(() => sd.close());
+    const extends_ = () => messages(fake.log).filter((m) => m.includes('EXTEND_TIMEOUT_USEC='));
+    await sleep(300); // longer than extendMaxMs: the finish does not use up the drain's extensions
+    await sd.notifier.flush();
+    expect(messages(fake.log)[0]).toBe('STOPPING=1|STATUS=finishing 1 item; work_abc lease 41s left, last heartbeat accepted');
+    expect(extends_()).toEqual([]);
+
+    s = { ...s, finishing: false, leases: [{ ...held, phase: 'draining' }] };
+    sd.refresh();
+    await until(() => extends_().length >= 3);
+    expect(extends_()[0]).toBe('EXTEND_TIMEOUT_USEC=5000000|STATUS=draining 1 item; work_abc draining lease 41s left, last heartbeat accepted');
+    expect(messages(fake.log).filter((m) => m.startsWith('STOPPING=1'))).toHaveLength(1);
+  });
+
   it('does nothing without NOTIFY_SOCKET', async () => {
     const fake = fakeNotify();
     const s: KeeperSnapshot = { workerId: 'w', ready: true, draining: true, leases: [held], pollFailingSinceMs: null };
