@@ -31,8 +31,9 @@ export const SETTINGS = {
     arg: '<path>',
     help:
       'file holding the bearer token, mode 0600. Exactly one token source: QODER_PAT, this, or the systemd ' +
-      'credential qoder-pat in $CREDENTIALS_DIRECTORY. There is deliberately no flag for the token itself: ' +
-      'the command line is world-readable in /proc',
+      'credential qoder-pat in $CREDENTIALS_DIRECTORY. The file is read again on a 401/403 and on SIGHUP, so a ' +
+      'rotated token (a new file renamed over it) is used without a restart. There is deliberately no flag for ' +
+      'the token itself: the command line is world-readable in /proc',
     default: 'unset',
   },
   environmentId: {
