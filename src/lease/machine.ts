@@ -104,6 +104,8 @@ export interface LeaseState {
   precondition: string;
   /** Idempotency-Key of the current exchange: one per precondition, reused by its retries. */
   exchangeKey: string | null;
+  /** Send time of the current exchange's first attempt: the earliest moment the server may have applied it. */
+  exchangeSentAt: number | null;
   /** Attempts made for the current precondition. */
   attempts: number;
   inFlight: InFlight | null;
@@ -138,6 +140,7 @@ export function initialState(): LeaseState {
     startedAt: 0,
     precondition: NO_HEARTBEAT,
     exchangeKey: null,
+    exchangeSentAt: null,
     attempts: 0,
     inFlight: null,
     nextBeatAt: null,
@@ -173,6 +176,7 @@ function copyState(p: LeaseState): LeaseState {
     startedAt: p.startedAt,
     precondition: p.precondition,
     exchangeKey: p.exchangeKey,
+    exchangeSentAt: p.exchangeSentAt,
     attempts: p.attempts,
     inFlight: p.inFlight === null ? null : { ...p.inFlight },
     nextBeatAt: p.nextBeatAt,
@@ -306,15 +310,20 @@ function onAccepted(step: Step, at: number, reply: HeartbeatReply): void {
   const previousTtlMs = s.grantedTtlMs;
   s.leaseHeld = true;
   s.precondition = reply.lastHeartbeat; // carried forward byte for byte
+  // Rule: the lease dates from the exchange's FIRST attempt, not the one that got the reply. With the same
+  // Idempotency-Key the server may have applied an earlier attempt whose reply was lost and replay that
+  // result to the retry: the server's lease then started at that earlier send (or later, never earlier).
+  const leaseFrom = s.exchangeSentAt ?? sent.sentAt;
   s.exchangeKey = null;
+  s.exchangeSentAt = null;
   s.attempts = 0;
   s.serverState = reply.state;
   s.grantedTtlMs = reply.ttlSeconds * 1000;
   s.intervalMs = heartbeatIntervalMs(s.grantedTtlMs, step.settings.heartbeatFraction);
-  s.lastAcceptedSentAt = sent.sentAt;
-  s.deadline = sent.sentAt + s.grantedTtlMs;
+  s.lastAcceptedSentAt = leaseFrom;
+  s.deadline = leaseFrom + s.grantedTtlMs;
   // Rule: next beat at fraction × granted ttl after the last accepted one, minus up to 10% jitter.
-  s.nextBeatAt = sent.sentAt + s.intervalMs - step.deps.random() * 0.1 * s.intervalMs;
+  s.nextBeatAt = leaseFrom + s.intervalMs - step.deps.random() * 0.1 * s.intervalMs;
   s.lastResult = reply.state === 'stopping' ? 'stopping' : 'accepted';
 
   const fields = {
@@ -617,7 +626,10 @@ function advance(step: Step, now: number): void {
       s.nextBeatAt = null;
       return;
     }
-    s.exchangeKey ??= step.deps.newId();
+    if (s.exchangeKey === null) {
+      s.exchangeKey = step.deps.newId();
+      s.exchangeSentAt = now;
+    }
     s.attempts += 1;
     s.inFlight = {
       attemptId: step.deps.newId(),

@@ -161,6 +161,44 @@ describe('lease machine: transient failures', () => {
     expect(h.inFlight().idempotencyKey).not.toBe(first.idempotencyKey); // new precondition, new key
   });
 
+  it('a retry that is accepted dates the lease from the exchange\'s first attempt (the server may have applied that one)', () => {
+    // The first attempt's reply is lost after the server applied it; the retry (same Idempotency-Key) gets
+    // the stored reply replayed. The server's lease started at the first send, so the deadline must too.
+    const h = new Harness();
+    h.acquire();
+    h.advanceTo(h.state.nextBeatAt!);
+    const firstSentAt = h.now;
+    h.now += 400;
+    h.fail({ kind: 'transient', message: 'socket hang up' });
+    h.advanceTo(h.state.nextBeatAt!);
+    expect(h.now).toBeGreaterThan(firstSentAt + 400);
+    h.now += 50;
+    h.accept({ ttlSeconds: 10 });
+    expect(h.state.deadline).toBe(firstSentAt + 10_000);
+    expect(h.state.lastAcceptedSentAt).toBe(firstSentAt);
+    // The next exchange starts afresh: its own first send is what counts.
+    h.advanceTo(h.state.nextBeatAt!);
+    const nextSentAt = h.now;
+    h.now += 30;
+    h.accept({ ttlSeconds: 10 });
+    expect(h.state.deadline).toBe(nextSentAt + 10_000);
+  });
+
+  it('a first heartbeat accepted on a retry does not start the job when the lease from the first send leaves no room', () => {
+    const h = new Harness();
+    h.now = 0;
+    h.start();
+    h.now = 4_000;
+    h.fail({ kind: 'transient', message: 'socket hang up' });
+    // Retry much later: the replayed grant (10 s) counted from the first send at 0 leaves too little.
+    h.advanceTo(9_000);
+    expect(h.state.inFlight).not.toBeNull();
+    h.now = 9_100;
+    const acts = h.accept({ ttlSeconds: 10 });
+    expect(h.state.deadline).toBe(10_000);
+    expect(ofType(acts, 'spawn_job')).toHaveLength(0);
+  });
+
   it('honours Retry-After', () => {
     const h = new Harness();
     h.acquire();
