@@ -70,6 +70,18 @@ describe('emulator Idempotency-Key', () => {
     expect(em.events().filter((e) => e.type === 'heartbeat_rejected')).toEqual([]);
   });
 
+  it('a retry after a token rotation (the same key, the new token) still gets the stored reply', async () => {
+    const id = await acked();
+    const first = await hb(id, NO_HEARTBEAT, 'k-1');
+    em.injectFault({ endpoint: 'heartbeat', kind: 'drop_reply' });
+    await expect(hb(id, first.json.last_heartbeat, 'k-2')).rejects.toThrow();
+    em.changeTokens({ accept: ['pt-rotated'], revoke: [em.token] });
+    expect((await hb(id, first.json.last_heartbeat, 'k-2')).status).toBe(401); // the old token: refused, nothing stored
+    const retry = await hb(id, first.json.last_heartbeat, 'k-2', { token: 'pt-rotated' });
+    expect([retry.status, retry.replayed]).toEqual([200, 'true']);
+    expect(retry.json.last_heartbeat).toBe(em.item(id).lease!.last_heartbeat);
+  });
+
   it('a refusal on the merits is stored too (a 412 replays as 412); a fault or a 5xx is not', async () => {
     const id = await acked();
     await hb(id, NO_HEARTBEAT, 'k-1');

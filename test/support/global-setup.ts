@@ -18,14 +18,18 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { commandLine, descendants, procsWithEnv, type ProcInfo } from './processes.js';
+import { commandLine, descendants, procsWithCommandLine, procsWithEnv, type ProcInfo } from './processes.js';
 
 const SETTLE_MS = 3000;
 
-/** The run's processes, apart from vitest itself (its workers, and tools it runs from node_modules). */
-function runProcesses(run: string): ProcInfo[] {
+/**
+ * The run's processes, apart from vitest itself (its workers, and tools it runs from node_modules): those
+ * with the marker, those still below vitest, and those running something from the run's TMPDIR (a job
+ * script started from a hand-built environment and orphaned).
+ */
+function runProcesses(run: string, runTmp: string): ProcInfo[] {
   const found = new Map<number, ProcInfo>();
-  for (const p of [...procsWithEnv({ LK_TEST_RUN: run }), ...descendants(process.pid)]) {
+  for (const p of [...procsWithEnv({ LK_TEST_RUN: run }), ...descendants(process.pid), ...procsWithCommandLine(runTmp)]) {
     if (p.pid === process.pid) continue;
     const cmd = commandLine(p.pid);
     if (cmd === '' || cmd.includes('/node_modules/')) continue;
@@ -43,8 +47,8 @@ export default function setup(): () => Promise<void> {
   process.env.LK_TEST_OUTER_TMP = outerTmp;
 
   return async function teardown(): Promise<void> {
-    let left = runProcesses(run);
-    for (const until = Date.now() + SETTLE_MS; left.length > 0 && Date.now() < until; left = runProcesses(run)) {
+    let left = runProcesses(run, runTmp);
+    for (const until = Date.now() + SETTLE_MS; left.length > 0 && Date.now() < until; left = runProcesses(run, runTmp)) {
       await new Promise((r) => setTimeout(r, 50));
     }
     const report = left.map((p) => `  pid ${p.pid} (parent ${p.ppid}, group ${p.pgrp}): ${commandLine(p.pid) || '?'}`);

@@ -88,6 +88,17 @@ export function commandLine(pid: number): string {
   }
 }
 
+/** Live (non-zombie) processes whose command line contains `text`, except this one. */
+export function procsWithCommandLine(text: string): ProcInfo[] {
+  const found: ProcInfo[] = [];
+  for (const pid of pids()) {
+    if (pid === process.pid || !commandLine(pid).includes(text)) continue;
+    const info = procInfo(pid);
+    if (info && info.state !== 'Z' && info.state !== 'X') found.push(info);
+  }
+  return found;
+}
+
 /** SIGKILL every live process carrying all of `vars`; returns how many were signalled. */
 export function killWithEnv(vars: Record<string, string>): number {
   let n = 0;
