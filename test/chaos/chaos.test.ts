@@ -7,6 +7,7 @@
  *   npm run test:chaos                         # CHAOS_SCENARIOS (default 200) seeds from CHAOS_BASE_SEED (default 1)
  *   CHAOS_SEED=123 npm run test:chaos          # replay one seed's plan; prints its timeline and run margins
  *   CHAOS_BASE_SEED=5000 npm run test:chaos    # another 200 seeds
+ *   CHAOS_CONTAINMENT=process-group npm run test:chaos   # without containment: the escape check must fail
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -21,6 +21,10 @@
  * (c) items: after the calm phase every item is `stopped`; after the keepers are gone and leases expired,
  *     every item is `stopped` or `queued` (none stuck `starting`/`active`/`stopping`).
  * (d) orphans: no live process carries the scenario's marker variable once everything has ended.
+ * (f) escapes: no process of a run (its leader, a grandchild, a setsid daemon it recorded) was SEEN alive
+ *     by the harness after its lease's deadline, or after its keeper's report of the item (the next
+ *     `metadata_updated` naming its worker id, which a keeper writes only once it believes the job gone). Seen alive is a fact, not an upper bound: no
+ *     tolerance is needed.
  * (e) the token is in no keeper's stdout or stderr.
  * And: every keeper exits as its signal asks (0 after SIGTERM; a SIGTERM that arrives while Node is still
  * loading, before the keeper logged `starting` and installed its handler, ends it by the signal, which
@@ -89,6 +93,8 @@ export interface ScenarioStats {
   pastLease: number;
   noLease: number;
   orphans: number;
+  /** Processes of a run seen alive after its lease or after its item was reported (f). */
+  escapes: number;
   stuck: number;
   /** min over runs of (server deadline - end of the run). */
   minMarginMs: number | null;
@@ -212,6 +218,28 @@ export function checkScenario(input: CheckInput): CheckResult {
     }
   }
 
+  // ---- (f) escapes: the harness's own sightings against the lease and the item's report ----
+  let escapes = 0;
+  for (let i = 0; i < input.runs.length; i++) {
+    const run = input.runs[i]!;
+    const verdict = verdicts[i]!;
+    if (run.lastAliveAt === null) continue;
+    const where = `${run.workId} run by ${run.keeper} (pid ${run.pid}, started ${run.start})`;
+    if (verdict.deadline !== null && run.lastAliveAt > verdict.deadline) {
+      escapes++;
+      violations.push(`[escape] ${where}: a process of it was seen alive at ${run.lastAliveAt}, after its lease expired at ${verdict.deadline}`);
+    }
+    // The run's own keeper's report (metadata names its worker id): a holder whose lease expired meanwhile
+    // may still land a late report of its earlier run (retries through 5xx) while this run goes on.
+    const report = input.events.find(
+      (e) => e.type === 'metadata_updated' && e.work_id === run.workId && e.t_ms >= run.start && (e.metadata as { worker_id?: string } | undefined)?.worker_id === verdict.workerId,
+    );
+    if (report !== undefined && run.lastAliveAt > report.t_ms) {
+      escapes++;
+      violations.push(`[escape] ${where}: a process of it was seen alive at ${run.lastAliveAt}, after the item was reported at ${report.t_ms}`);
+    }
+  }
+
   // ---- (c) items ----
   for (const s of input.stuck) violations.push(`[stuck] not stopped after the calm phase: ${s}`);
   for (const item of input.items) {
@@ -284,6 +312,7 @@ export function checkScenario(input: CheckInput): CheckResult {
       pastLease,
       noLease,
       orphans: input.orphans.length + input.extra.filter((v) => v.startsWith('[orphan]')).length,
+      escapes,
       stuck: input.stuck.length,
       minMarginMs,
       minFencedMarginMs,

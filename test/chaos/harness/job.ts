@@ -7,6 +7,8 @@
  *   slow   on SIGTERM drains for <drainms> before exiting
  *   fork   starts a grandchild in its group that ignores SIGTERM and lives 600 s unless killed; the
  *          leader exits on SIGTERM or after <ms>, leaving the grandchild to the keeper
+ *   escape like fork, but the grandchild is a daemon: it leaves the job's session and process group
+ *          (setsid) first, so only the keeper's containment (cgroup, or the environment tag) still finds it
  * Waiting is `read -t` on a FIFO nobody writes to: a builtin, interruptible by a trapped signal.
  * Times are $EPOCHREALTIME in ms: the same clock (Date.now) as the emulator's events.
  */
@@ -14,7 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-export type JobMode = 'run' | 'ignore' | 'slow' | 'fork';
+export type JobMode = 'run' | 'ignore' | 'slow' | 'fork' | 'escape';
 
 export interface JobFiles {
   script: string;
@@ -36,6 +38,10 @@ case $mode in
 esac
 if [ "$mode" = fork ]; then
   ( trap '' TERM; rec child $BASHPID; read -t 600 -u 9 ) &
+fi
+if [ "$mode" = escape ]; then
+  # setsid in a non-leader execs in place (no fork): the recorded pid is the daemon's, in a new session.
+  ( trap '' TERM; rec child $BASHPID; exec setsid bash -c 'read -t 600 -u 9' ) &
 fi
 read -t "$secs" -u 9
 rec end done

@@ -66,7 +66,7 @@ export interface Plan {
    * What happens to a SIGKILLed keeper's jobs. `killmode`: the harness SIGKILLs every process left from
    * that keeper, as systemd does to the unit's cgroup (KillMode=mixed). `pdeathsig`: nothing but the
    * kernel's parent-death signal, which reaches the job's leader only, so such scenarios have no job
-   * that forks (a grandchild would survive: the documented limit).
+   * that forks or daemonizes (a grandchild would survive: the documented limit).
    */
   killVariant: 'killmode' | 'pdeathsig';
   /** Length of the chaos phase (faults on), ms. */
@@ -97,7 +97,7 @@ export const HARNESS_FAULTS = [
   'keeper_double_sigterm',
 ] as const;
 
-export const JOB_KINDS = ['job_ignores_sigterm', 'job_forks_grandchild', 'job_slow_drain', 'job_exits_nonzero'] as const;
+export const JOB_KINDS = ['job_ignores_sigterm', 'job_forks_grandchild', 'job_escapes_setsid', 'job_slow_drain', 'job_exits_nonzero'] as const;
 
 type Endpoint = FaultSpec['endpoint'];
 
@@ -118,6 +118,9 @@ export function drawItem(r: Rng, killVariant: Plan['killVariant']): ItemSpec {
     ['ignore', 20],
     ['slow', 20],
     ['fork', killVariant === 'pdeathsig' ? 0 : 15],
+    // A setsid daemon outlives a SIGKILLed keeper outside systemd until the next keeper's sweep: like
+    // fork, only where the harness plays systemd's KillMode.
+    ['escape', killVariant === 'pdeathsig' ? 0 : 10],
   ];
   return {
     mode: r.weighted(modes),

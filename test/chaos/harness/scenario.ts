@@ -103,6 +103,7 @@ export class Scenario {
       this.emu.queue({ data: { id: sessionId(it.mode, it.durMs, it.exitCode, it.drainMs) } });
       if (it.mode === 'ignore') this.count('job_ignores_sigterm');
       if (it.mode === 'fork') this.count('job_forks_grandchild');
+      if (it.mode === 'escape') this.count('job_escapes_setsid');
       if (it.mode === 'slow') this.count('job_slow_drain');
       if (it.exitCode !== 0) this.count('job_exits_nonzero');
     }
@@ -134,6 +135,8 @@ export class Scenario {
         CHAOS_KEEPER: tag,
         CHAOS_RECORD: this.record,
         CHAOS_FIFO: this.opts.job.fifo,
+        // CHAOS_CONTAINMENT=process-group shows what the escape check catches without containment.
+        ...(process.env.CHAOS_CONTAINMENT ? { LEASE_KEEPER_CONTAINMENT: process.env.CHAOS_CONTAINMENT } : {}),
       },
     });
     const run: KeeperRun = {

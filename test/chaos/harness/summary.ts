@@ -27,6 +27,7 @@ export function emptyTotals(): Totals {
     pastLease: 0,
     noLease: 0,
     orphans: 0,
+    escapes: 0,
     stuck: 0,
     minMarginMs: null,
     minFencedMarginMs: null,
@@ -57,6 +58,7 @@ const SUMS = [
   'pastLease',
   'noLease',
   'orphans',
+  'escapes',
   'stuck',
 ] as const satisfies readonly (keyof ScenarioStats)[];
 const MINIMA = ['minMarginMs', 'minFencedMarginMs', 'minFenceLeftMs'] as const satisfies readonly (keyof ScenarioStats)[];
@@ -104,6 +106,7 @@ export function formatTotals(t: Totals, title: string): string {
     ['runs past their lease (must be 0)', String(t.pastLease)],
     ['runs started without a lease (must be 0)', String(t.noLease)],
     ['orphan processes (must be 0)', String(t.orphans)],
+    ['job processes alive after their lease or their item\'s report (must be 0)', String(t.escapes)],
     ['items stuck (must be 0)', String(t.stuck)],
     ['min fence margin, all runs (server deadline - job dead)', ms(t.minMarginMs)],
     ['min fence margin, self-fenced runs', ms(t.minFencedMarginMs)],

@@ -22,6 +22,8 @@ export interface WatchedRun {
   ends: { ms: number; how: string }[];
   /** First time the harness saw none of its processes alive; null while one is. */
   deadAt: number | null;
+  /** Last time the harness saw one of its processes alive (a daemon that escaped the job included). */
+  lastAliveAt: number | null;
 }
 
 // Plain JavaScript (CommonJS): an eval'd worker is not transformed by vitest or the soak's loader.
@@ -64,7 +66,7 @@ function readNew(w, now) {
     if (kind === 'start') {
       const pid = Number(extra);
       const st = stat(pid);
-      w.runs.push({ workId, keeper, pid, start: Number(ms), pids: [[pid, st]], ends: [], deadAt: st === null ? now : null });
+      w.runs.push({ workId, keeper, pid, start: Number(ms), pids: [[pid, st]], ends: [], deadAt: st === null ? now : null, lastAliveAt: st === null ? null : now });
       w.dirty = true;
     } else if (kind === 'end') {
       const r = latest(w, keeper, workId);
@@ -77,8 +79,10 @@ function readNew(w, now) {
       r.pids.push([pid, st]);
       // Alive: the run is not over. Already gone: it died at some unknown moment before now, so
       // "now" is the only safe upper bound for the run's end.
-      if (st !== null) r.deadAt = null;
-      else if (r.deadAt !== null) r.deadAt = now;
+      if (st !== null) {
+        r.deadAt = null;
+        r.lastAliveAt = now;
+      } else if (r.deadAt !== null) r.deadAt = now;
       w.dirty = true;
     }
   }
@@ -92,6 +96,7 @@ function check(w, now) {
       if (st !== null && stat(pid) === st) { any = true; break; }
     }
     if (!any) { r.deadAt = now; w.dirty = true; }
+    else if (r.lastAliveAt !== now) { r.lastAliveAt = now; w.dirty = true; }
   }
 }
 
