@@ -7,7 +7,7 @@
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { prerequisite } from '../support/prerequisites.js';
-import { INSTANCE, KeeperGuest, STATE_DIR, UNIT, type GuestOptions } from './guest.js';
+import { KeeperGuest, STATE_DIR, UNIT, type GuestOptions } from './guest.js';
 import { leftovers, sandboxMissing } from './sandbox.js';
 
 let guest: KeeperGuest | null = null;
@@ -113,17 +113,6 @@ describe.runIf(prerequisite('root, unshare and systemd for a sandboxed systemd',
     expect(errors).not.toContain(g.token);
   });
 
-  it("each job's output is its own journal stream: journalctl -t lease-keeper-job-<work id>, stderr at err, under the unit", async () => {
-    const { g, id } = await holding();
-    const ident = `lease-keeper-job-${id}`;
-    await g.until('the job output is in the journal', async () => (await g.journal('-t', ident, '-o', 'cat')).includes(`job-stderr ${id}`), 10_000);
-    expect((await g.journal('-t', ident, '-o', 'cat')).trim().split('\n').sort()).toEqual([`job-stderr ${id}`, `job-stdout ${id}`]);
-    expect((await g.journal('-t', ident, '-o', 'cat', '-p', 'err')).trim()).toBe(`job-stderr ${id}`);
-    // Under the unit (systemctl status and journalctl -u show it), not under the keeper's own identifier.
-    expect(await g.journal('-u', UNIT, '-t', ident, '-o', 'cat')).toContain(`job-stdout ${id}`);
-    expect(await g.journal('-t', `lease-keeper-${INSTANCE}`, '-o', 'cat')).not.toContain(`job-stdout ${id}`);
-  });
-
   it('systemctl stop: the job gets the stop signal once, heartbeats go on while it drains, the item ends stopped, the unit inactive within TimeoutStopSec=', async () => {
     const { g, id } = await holding({ env: { JOB_DRAIN_MS: '4000' } });
     const t0 = Date.now();
@@ -157,6 +146,55 @@ describe.runIf(prerequisite('root, unshare and systemd for a sandboxed systemd',
     expect(job.end?.how).toBe('drained');
     expect((await g.item(id)).state).toBe('stopped');
     expect(await g.show('ActiveState', 'Result')).toEqual({ ActiveState: 'inactive', Result: 'success' });
+  });
+
+  it('systemctl reload re-reads QODER_PAT_FILE (README, "Rotating the token"): the old token revoked, leases and job carry on', async () => {
+    // The README's drop-in: no credential, the keeper reads the file itself (owned by its user, mode 0600).
+    const g = await boot({ unit: ['LoadCredential=', `Environment=QODER_PAT_FILE=/etc/lease-keeper/sys.pat`] });
+    await g.sb.sh('chown lease-keeper: /etc/lease-keeper/sys.pat');
+    expect((await g.systemctl('start', UNIT)).code).toBe(0);
+    const [item] = await g.queue();
+    const id = item!.id;
+    await g.jobStarted(id);
+    const { MainPID } = await g.show('MainPID');
+
+    const next = `pt-system-ROTATED-${Date.now().toString(36)}`;
+    await g.admin('POST', '/tokens', { accept: [next] });
+    await g.sb.sh(
+      'umask 077; cat > /etc/lease-keeper/sys.pat.new && chown lease-keeper: /etc/lease-keeper/sys.pat.new && mv /etc/lease-keeper/sys.pat.new /etc/lease-keeper/sys.pat',
+      { input: `${next}\n` },
+    );
+    expect((await g.systemctl('reload', UNIT)).code).toBe(0);
+    await g.until('the keeper rotated', async () => (await g.keeperLines()).some((l) => l.msg === 'token_rotated' && l.trigger === 'sighup'), 10_000);
+    await g.admin('POST', '/tokens', { revoke: [g.token] });
+
+    // Two more heartbeats (every ~2 s) with the new token: no 401, no lease lost, the job never signalled.
+    const beats = (await g.item(id)).lease!.heartbeats;
+    await g.until('two more heartbeats', async () => ((await g.item(id)).lease?.heartbeats ?? 0) >= beats + 2, 10_000);
+    expect(await g.show('ActiveState', 'MainPID', 'NRestarts')).toEqual({ ActiveState: 'active', MainPID, NRestarts: '0' });
+    expect((await g.job(id)).signals).toEqual([]);
+    expect((await g.events()).filter((e) => e.type.endsWith('_rejected'))).toEqual([]);
+    const journal = await g.journal('-o', 'export');
+    expect(journal).not.toContain(next);
+    expect(journal).not.toContain(g.token);
+  });
+
+  it('with LoadCredential= a reload on systemd 252 keeps the copy made at start (token_unchanged); a restart takes the new file', async () => {
+    const { g, id } = await holding();
+    const next = `pt-system-ROTATED-${Date.now().toString(36)}`;
+    await g.admin('POST', '/tokens', { accept: [next] });
+    await g.sb.write('/etc/lease-keeper/sys.pat', `${next}\n`, '0600');
+    expect((await g.systemctl('reload', UNIT)).code).toBe(0);
+    await g.until('the keeper re-read the credential', async () => (await g.keeperLines()).some((l) => l.msg === 'token_unchanged' && l.trigger === 'sighup'), 10_000);
+    expect((await g.cat(`/run/credentials/${UNIT}/qoder-pat`))?.trim()).toBe(g.token);
+
+    expect((await g.systemctl('restart', UNIT)).code).toBe(0);
+    expect((await g.cat(`/run/credentials/${UNIT}/qoder-pat`))?.trim()).toBe(next);
+    await g.admin('POST', '/tokens', { revoke: [g.token] });
+    // The restarted keeper works with the new token: it claims a new item.
+    const [second] = await g.queue();
+    await g.jobStarted(second!.id);
+    expect((await g.job(id)).signals.map((s) => s.name)).toEqual(['TERM']);
   });
 
   it('systemctl kill -s KILL the keeper: KillMode=mixed leaves no job process, Restart=on-failure brings it back and it claims the item again', async () => {
