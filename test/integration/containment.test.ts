@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
 import { cgroup2MountPoint, cgroupMissing, prerequisite, rootMissing } from '../support/prerequisites.js';
-import { type Keeper, alive, emulator, sleep, startKeeper } from './support.js';
+import { ROOT, type Keeper, alive, emulator, sleep, startKeeper } from './support.js';
 
 const NOBODY = 65534;
 let emu: Emulator;
@@ -194,6 +194,16 @@ if (cgroups) {
       expect((await k.exit()).code).toBe(78);
       expect(k.stderr).toMatch(/LEASE_KEEPER_CONTAINMENT \(--containment\) = "cgroup": cgroup containment is not possible here: .*not root/);
       expect(emu.item(item!.id).state).toBe('queued');
+    });
+
+    it('lease-keeper config says which containment run would use, and why', () => {
+      const env = { PATH: process.env.PATH, QODER_PAT: 'pt-config-SECRET', QODER_ENVIRONMENT_ID: 'env_cfg' };
+      const asRoot = spawnSync(process.execPath, [join(ROOT, 'bin/lease-keeper'), 'config'], { env, encoding: 'utf8' });
+      expect(asRoot.status).toBe(0);
+      expect(JSON.parse(asRoot.stdout)).toMatchObject({ containment: 'auto', containmentActive: 'cgroup', jobOomScoreAdj: 500 });
+      const asNobody = spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', process.execPath, join(ROOT, 'bin/lease-keeper'), 'config'], { env, encoding: 'utf8' });
+      expect(asNobody.status).toBe(0);
+      expect(JSON.parse(asNobody.stdout)).toMatchObject({ containmentActive: 'tag', containmentReason: expect.stringContaining('no writable cgroup v2') });
     });
 
     it('a job limit without the controller is a configuration error (78) naming it', async () => {

@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { removeDeadKeepersCgroups } from './cgroups.js';
 import { commandLine, descendants, procsWithCommandLine, procsWithEnv, type ProcInfo } from './processes.js';
 
 const SETTLE_MS = 3000;
@@ -59,6 +60,8 @@ export default function setup(): () => Promise<void> {
         /* gone since */
       }
     }
+    // Empty job cgroups of keepers the tests SIGKILLed (their processes are gone by now).
+    removeDeadKeepersCgroups();
     let files: string[] = [];
     try {
       files = readdirSync(runTmp);

@@ -40,6 +40,19 @@ describe('createMetrics', () => {
     expect(value(text, 'lease_keeper_lease_time_left_seconds{work_id="work_b"}')).toBe(9);
   });
 
+  it('says which containment is active, and histograms what finished jobs used', async () => {
+    const s: KeeperSnapshot = { workerId: 'w', ready: true, draining: false, leases: [], pollFailingSinceMs: null, containment: 'cgroup' };
+    const m = createMetrics({ snapshot: () => s, lagMs: () => 0, defaultMetrics: false });
+    m.jobUsage!({ cpuSeconds: 2.5, memoryPeakBytes: 300 * 2 ** 20 });
+    m.jobUsage!({ cpuSeconds: 0.05, memoryPeakBytes: null });
+    const text = await m.render();
+    expect(value(text, 'lease_keeper_containment_info{containment="cgroup"}')).toBe(1);
+    expect(value(text, 'lease_keeper_job_cpu_seconds_count')).toBe(2);
+    expect(value(text, 'lease_keeper_job_cpu_seconds_sum')).toBeCloseTo(2.55);
+    expect(value(text, 'lease_keeper_job_memory_peak_bytes_count')).toBe(1);
+    expect(value(text, 'lease_keeper_job_memory_peak_bytes_bucket{le="1073741824"}')).toBe(1);
+  });
+
   it('counts events', async () => {
     const s: KeeperSnapshot = { workerId: 'w', ready: true, draining: false, leases: [], pollFailingSinceMs: null };
     const m = createMetrics({ snapshot: () => s, lagMs: () => 0, stallEpisodes: () => 2 });
