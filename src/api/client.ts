@@ -376,98 +376,95 @@ export class WorkApi {
       if (!isPositiveFinite(timeoutMs)) throw invalidArg(spec.operation, 'timeoutMs', 'must be a positive number of milliseconds');
       deadline = linkDeadline(opts.signal, timeoutMs);
     }
+    const sentWith = this.#headersToken;
     try {
-      const sentWith = this.#headersToken;
-      try {
-        return await this.#send(spec, opts, deadline);
-      } catch (err) {
-        // Rotation: a refused token that the source has since replaced. The same request once more, at once,
-        // within the same deadline; a second refusal is final.
-        if (!(err instanceof ApiError) || err.kind !== 'auth' || deadline.cause() !== undefined) throw err;
-        const reread = this.#credential.reread();
-        if (reread === sentWith) throw err;
-        this.#useToken(reread);
-        if (this.#headersToken === sentWith) throw err;
-        return await this.#send(spec, opts, deadline);
+      for (let retried = false; ; retried = true) {
+        const ourRequestId = randomUUID();
+        const ctx: CallContext = {
+          operation: spec.operation,
+          workId: spec.workId,
+          environmentId: this.environmentId,
+          origin: this.origin,
+          requestId: ourRequestId,
+          scrub: this.#scrub,
+        };
+        try {
+          if (deadline.cause() !== undefined) throw errorForFailure(opts.signal?.reason, deadline.cause(), ctx, 'request');
+          let reply: RawReply;
+          try {
+            reply = await exchange(
+              this.#dispatcher,
+              {
+                origin: this.origin,
+                path: this.#basePath + spec.path,
+                method: spec.method,
+                headers: { ...this.#headers, 'x-request-id': ourRequestId, ...spec.headers },
+                body: spec.body ?? null,
+                headersTimeout: 0,
+                bodyTimeout: 0,
+              },
+              deadline.signal,
+              MAX_REPLY_BYTES,
+            );
+          } catch (err) {
+            throw errorForFailure(err, deadline.cause(), ctx, 'request');
+          }
+          const status = reply.status;
+          const ok = status >= 200 && status <= 299;
+          ctx.requestId = sanitizeRequestId(reply.headers['x-request-id'], this.#scrub) ?? ourRequestId;
+
+          let body = reply.body;
+          if (reply.bodyError !== undefined) {
+            if (deadline.cause() !== undefined) throw errorForFailure(reply.bodyError, deadline.cause(), ctx, 'body');
+            if (ok) throw malformed(ctx, status, 'the connection closed before the whole body arrived (truncated reply)', reply.bodyError);
+            body = { tooBig: false, bytes: new Uint8Array(0) }; // the status alone decides
+          }
+
+          if (!ok) {
+            const envelope = body.tooBig ? {} : parseErrorEnvelope(tryJson(body.bytes));
+            if (ctx.requestId === ourRequestId) ctx.requestId = sanitizeRequestId(envelope.requestId, this.#scrub) ?? ourRequestId;
+            // Rotation: a refused token the source has since replaced. The same request once more, at once, within
+            // the same deadline (same path and headers: same precondition and Idempotency-Key); a second refusal is final.
+            if ((status === 401 || status === 403) && !retried && this.#rotatedFrom(sentWith)) continue;
+            throw errorForStatus(status, envelope, parseRetryAfter(reply.headers['retry-after']), ctx);
+          }
+          if (body.tooBig) throw malformed(ctx, status, `the body is larger than ${MAX_REPLY_BYTES} bytes`);
+          let text: string;
+          try {
+            text = UTF8.decode(body.bytes);
+          } catch (err) {
+            throw malformed(ctx, status, 'the body is not valid UTF-8', err);
+          }
+          if (text.trim() === '') throw malformed(ctx, status, 'the body is empty');
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch (err) {
+            throw malformed(ctx, status, 'the body is not JSON', err);
+          }
+          try {
+            return { value: spec.parse(json), status, requestId: ctx.requestId };
+          } catch (err) {
+            if (err instanceof ReplyShapeError) throw malformed(ctx, status, `its ${err.message}`, err);
+            throw malformed(ctx, status, 'its body could not be validated', err);
+          }
+        } catch (err) {
+          // Anything that is not already an ApiError is a bug here; still, never let it escape as-is.
+          if (err instanceof ApiError) throw err;
+          throw errorForFailure(err, deadline.cause(), ctx, 'request');
+        }
       }
     } finally {
       deadline.dispose();
     }
   }
 
-  /** One exchange: the reply validated, or an ApiError. */
-  async #send<T>(spec: CallSpec<T>, opts: CallOptions, deadline: Deadline): Promise<Reply<T>> {
-    const ourRequestId = randomUUID();
-    const ctx: CallContext = {
-      operation: spec.operation,
-      workId: spec.workId,
-      environmentId: this.environmentId,
-      origin: this.origin,
-      requestId: ourRequestId,
-      scrub: this.#scrub,
-    };
-    try {
-      if (deadline.cause() !== undefined) throw errorForFailure(opts.signal?.reason, deadline.cause(), ctx, 'request');
-      let reply: RawReply;
-      try {
-        reply = await exchange(
-          this.#dispatcher,
-          {
-            origin: this.origin,
-            path: this.#basePath + spec.path,
-            method: spec.method,
-            headers: { ...this.#headers, 'x-request-id': ourRequestId, ...spec.headers },
-            body: spec.body ?? null,
-            headersTimeout: 0,
-            bodyTimeout: 0,
-          },
-          deadline.signal,
-          MAX_REPLY_BYTES,
-        );
-      } catch (err) {
-        throw errorForFailure(err, deadline.cause(), ctx, 'request');
-      }
-      const status = reply.status;
-      const ok = status >= 200 && status <= 299;
-      ctx.requestId = sanitizeRequestId(reply.headers['x-request-id'], this.#scrub) ?? ourRequestId;
-
-      let body = reply.body;
-      if (reply.bodyError !== undefined) {
-        if (deadline.cause() !== undefined) throw errorForFailure(reply.bodyError, deadline.cause(), ctx, 'body');
-        if (ok) throw malformed(ctx, status, 'the connection closed before the whole body arrived (truncated reply)', reply.bodyError);
-        body = { tooBig: false, bytes: new Uint8Array(0) }; // the status alone decides
-      }
-
-      if (!ok) {
-        const envelope = body.tooBig ? {} : parseErrorEnvelope(tryJson(body.bytes));
-        if (ctx.requestId === ourRequestId) ctx.requestId = sanitizeRequestId(envelope.requestId, this.#scrub) ?? ourRequestId;
-        throw errorForStatus(status, envelope, parseRetryAfter(reply.headers['retry-after']), ctx);
-      }
-      if (body.tooBig) throw malformed(ctx, status, `the body is larger than ${MAX_REPLY_BYTES} bytes`);
-      let text: string;
-      try {
-        text = UTF8.decode(body.bytes);
-      } catch (err) {
-        throw malformed(ctx, status, 'the body is not valid UTF-8', err);
-      }
-      if (text.trim() === '') throw malformed(ctx, status, 'the body is empty');
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch (err) {
-        throw malformed(ctx, status, 'the body is not JSON', err);
-      }
-      try {
-        return { value: spec.parse(json), status, requestId: ctx.requestId };
-      } catch (err) {
-        if (err instanceof ReplyShapeError) throw malformed(ctx, status, `its ${err.message}`, err);
-        throw malformed(ctx, status, 'its body could not be validated', err);
-      }
-    } catch (err) {
-      // Anything that is not already an ApiError is a bug here; still, never let it escape as-is.
-      if (err instanceof ApiError) throw err;
-      throw errorForFailure(err, deadline.cause(), ctx, 'request');
-    }
+  /** After a 401/403: re-reads the token source; true when it now holds another usable token than `sentWith`. */
+  #rotatedFrom(sentWith: string | null): boolean {
+    const reread = this.#credential.reread();
+    if (reread === sentWith) return false;
+    this.#useToken(reread);
+    return this.#headersToken !== sentWith;
   }
 }
 
