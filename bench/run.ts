@@ -252,7 +252,14 @@ async function main(): Promise<void> {
     if (run('reaction')) {
       // Steady churn (the figure the target is about), then, in full mode, a mass stop.
       result.reaction_ms = await phase('reaction', () => short((emu) => measureReaction(b, emu, { label: 'steady', triggersPerS: sizes.reactionRate })));
-      if (!QUICK) result.reaction_ms.mass_stop = await phase('reaction_mass_stop', () => short((emu) => measureReaction(b, emu, { label: 'mass', triggersPerS: null })));
+      if (!QUICK) {
+        result.reaction_ms.mass_stop = await phase('reaction_mass_stop', () => short((emu) => measureReaction(b, emu, { label: 'mass', triggersPerS: null })));
+        // The same mass stop with each job in its process group only, beside the default containment.
+        const pg = await phase('reaction_mass_stop_pg', () =>
+          short((emu) => measureReaction(b, emu, { label: 'mass_pg', triggersPerS: null, env: { LEASE_KEEPER_CONTAINMENT: 'process-group' } })),
+        );
+        result.reaction_ms.mass_stop_by_containment = { [result.reaction_ms.mass_stop.containment ?? 'default']: result.reaction_ms.mass_stop, 'process-group': pg };
+      }
     }
     if (run('scaling')) Object.assign(result, await phase('scaling', () => measureScaling(b)));
     if (run('turnover')) Object.assign(result, await phase('turnover', () => measureTurnover(b)));

@@ -23,7 +23,10 @@ export interface ReactionResult {
   by_reply: Record<Kind, Pick<Summary, 'n' | 'p50' | 'p99' | 'max'>>;
   keepers: number;
   items_per_keeper: number;
+  /** How the keepers contained the jobs (their `starting` line). */
+  containment: string | null;
   mass_stop?: ReactionResult;
+  mass_stop_by_containment?: Record<string, ReactionResult>;
 }
 
 /**
@@ -97,6 +100,8 @@ export async function measureReaction(
     samples.push(term - ev.t_ms);
     byKind[kind].push(term - ev.t_ms);
   }
+  keepers[0]!.tail.poll();
+  const said = keepers[0]!.tail.lines.find((l) => typeof l.containment === 'string')?.containment;
   await Promise.all(keepers.map((k) => k.stop({ drainMs: 2000 })));
   const s = summary(samples, 2);
   b.log(`reaction (${label}): ${samples.length} trials, p50 ${s.p50} ms, p99 ${s.p99} ms, max ${s.max} ms, missing ${missing}`);
@@ -111,5 +116,6 @@ export async function measureReaction(
     by_reply: { stopping: byReply('stopping'), 412: byReply('412'), 409: byReply('409') },
     keepers: reactionKeepers,
     items_per_keeper: reactionPerKeeper,
+    containment: typeof said === 'string' ? said : null,
   };
 }

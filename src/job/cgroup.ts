@@ -223,8 +223,11 @@ export function killCgroup(dir: string): void {
 /** Reads what the job used; every file is optional (cpu.stat is always there, memory.* with the controller). */
 export function readAccounting(dir: string): JobAccounting {
   const read = (file: string): string | null => {
+    const path = join(dir, file);
+    // Without the memory controller memory.* are absent after every job: no ENOENT Error (and stack) each time.
+    if (!existsSync(path)) return null;
     try {
-      return readFileSync(join(dir, file), 'utf8');
+      return readFileSync(path, 'utf8');
     } catch {
       return null;
     }

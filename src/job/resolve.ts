@@ -86,11 +86,15 @@ type Problem = 'missing' | 'directory' | 'not_file' | 'not_executable';
 function whyNotRunnable(path: string): Problem | null {
   let st;
   try {
-    st = statSync(path);
+    // A PATH entry without the command is the common case (every job start searches PATH): no exception
+    // for ENOENT, which would cost an Error with its stack each time.
+    st = statSync(path, { throwIfNoEntry: false });
   } catch {
-    // ENOENT, ENOTDIR, a dangling symlink, or a directory we may not search: nothing to run there.
+    // ENOTDIR, or a directory we may not search: nothing to run there.
     return 'missing';
   }
+  // ENOENT, or a dangling symlink.
+  if (st === undefined) return 'missing';
   if (st.isDirectory()) return 'directory';
   if (!st.isFile()) return 'not_file';
   try {
