@@ -43,10 +43,10 @@ export const SIZES: { quick: Sizes; full: Sizes } = {
     // A smoke test: at ttl 60 s a 5 s hold would see no heartbeat at all.
     scalingPoints: [10, 100],
     scalingTtlS: 10,
-    scalingHoldS: 5,
-    fillSizes: [1000],
+    scalingHoldS: 3,
+    fillSizes: [300],
     shortConcurrency: 100,
-    shortS: 4,
+    shortS: 3,
   },
   full: {
     startupTrials: 10,
@@ -59,10 +59,11 @@ export const SIZES: { quick: Sizes; full: Sizes } = {
     reactionRate: 10,
     fenceKeepers: 8,
     ratioPairs: 3,
-    ratioWindowS: 20,
+    ratioWindowS: 15,
     scalingPoints: [1, 10, 100, 1000, 10_000],
     scalingTtlS: null,
-    scalingHoldS: 60,
+    // At the default ttl (60 s) every lease beats every ~19 s: two or three beats each in the hold.
+    scalingHoldS: 45,
     fillSizes: [1000, 10_000],
     shortConcurrency: 100,
     shortS: 20,

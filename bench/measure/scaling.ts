@@ -73,7 +73,7 @@ export async function measureScaling(b: Bench, { env = {} }: { env?: Record<stri
     );
     nofile = nofileSoft(info.keeper.pid) ?? nofile;
     // The debug run (lateness) of the full mode: the plan of each beat is only in debug lines.
-    const debug = b.quick ? null : await withEmulator(ttl, (emu) => holdLeases(b, emu, { items: leases, holdS: Math.min(30, b.sizes.scalingHoldS), label: `${label}_debug`, logLevel: 'debug', env, fillTimeoutMs: 300_000 }));
+    const debug = b.quick ? null : await withEmulator(ttl, (emu) => holdLeases(b, emu, { items: leases, holdS: Math.min(20, b.sizes.scalingHoldS), label: `${label}_debug`, logLevel: 'debug', env, fillTimeoutMs: 300_000 }));
     const lat = debug?.lateness ? latenessFigures(debug.lateness, debug.holdStart) : null;
     const one = points.find((p) => p.leases === 1 && p.ttl_s === (ttl ?? 60));
     const rss = info.mem.hwm;

@@ -138,6 +138,7 @@ export class EmulatorCore {
     const changes = parseSettingsPatch(patch);
     Object.assign(this.settings, changes);
     this.events.append({ type: 'settings_changed', request_id: ctx.requestId, changes, settings: { ...this.settings } });
+    this.store.recheckDeadlines();
     this.store.sweep();
     this.store.notifyChange();
     return { ...this.settings };

@@ -38,6 +38,11 @@ export class ItemStore {
   readonly pollers = new Map<string, number>();
   private readonly newId = workIdFactory();
   private readonly changeListeners = new Set<() => void>();
+  /**
+   * No lease expires and no starting timeout runs out before this (ms): sweep() skips its scan of every
+   * record until then. Lowered whenever a deadline is set; -Infinity forces the next scan.
+   */
+  protected dueMs = -Infinity;
 
   constructor(
     readonly environmentId: string,
@@ -54,6 +59,16 @@ export class ItemStore {
   onChange(listener: () => void): () => void {
     this.changeListeners.add(listener);
     return () => this.changeListeners.delete(listener);
+  }
+
+  /** A deadline was set at `ms`: the next sweep must not skip past it. */
+  protected noteDue(ms: number): void {
+    if (ms < this.dueMs) this.dueMs = ms;
+  }
+
+  /** The settings changed (ttl, starting timeout): the next sweep scans every record. */
+  recheckDeadlines(): void {
+    this.dueMs = -Infinity;
   }
 
   notifyChange(): void {
@@ -148,6 +163,7 @@ export class ItemStore {
       item.acknowledged_at = formatMicros(us);
       rec.ackedBy = worker ?? d?.workerId ?? null;
       rec.ackedAtMs = ms;
+      this.noteDue(ms + this.settings.starting_timeout_ms);
       rec.delivery = null;
       this.log(us, { type: 'ack', work_id: id, worker_id: rec.ackedBy, status: 200, retry: false, state: item.state }, ctx);
       return copyItem(item);

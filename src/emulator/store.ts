@@ -60,6 +60,7 @@ export class WorkStore extends ItemStore {
       heartbeats: (old?.heartbeats ?? 0) + 1,
     };
     rec.lease = lease;
+    this.noteDue(lease.expiresAtMs);
     if (item.state === 'starting') {
       item.state = 'active';
       item.started_at = lease.lastHeartbeat;
@@ -117,6 +118,7 @@ export class WorkStore extends ItemStore {
       heartbeats: 1,
     };
     rec.lease = lease;
+    this.noteDue(lease.expiresAtMs);
     rec.ackedBy = lease.holder;
     if (item.state === 'starting') {
       item.state = 'active';
@@ -147,13 +149,21 @@ export class WorkStore extends ItemStore {
   sweep(): boolean {
     const us = this.clock.nowUs();
     const ms = Math.floor(us / 1000);
+    // Nothing is due yet: no scan of every record (it ran before every request: O(items) per call, the
+    // emulator's own limit at 10,000 leases).
+    if (ms <= this.dueMs) return false;
     let changed = false;
+    let next = Infinity;
     for (const rec of this.records.values()) {
       const { item, lease } = rec;
+      const startingDue = !lease && (item.state === 'starting' || item.state === 'stopping') && rec.ackedAtMs !== null ? rec.ackedAtMs + this.settings.starting_timeout_ms : null;
       let reason: 'ttl' | 'starting_timeout';
       if (lease && ms > lease.expiresAtMs) reason = 'ttl';
-      else if (!lease && (item.state === 'starting' || item.state === 'stopping') && rec.ackedAtMs !== null && ms - rec.ackedAtMs > this.settings.starting_timeout_ms) reason = 'starting_timeout';
-      else continue;
+      else if (startingDue !== null && ms > startingDue) reason = 'starting_timeout';
+      else {
+        next = Math.min(next, lease ? lease.expiresAtMs : (startingDue ?? Infinity));
+        continue;
+      }
       changed = true;
       const from: WorkState = item.state;
       const to: WorkState = from === 'stopping' ? 'stopped' : 'queued';
@@ -183,6 +193,8 @@ export class WorkStore extends ItemStore {
       rec.queuedAtUs = us;
       this.log(us, { type: 'queued', work_id: item.id, reason: reason === 'ttl' ? 'lease_expired' : 'starting_timeout' });
     }
+    // Records changed by the scan have no deadline left (queued or stopped).
+    this.dueMs = next;
     if (changed) this.notifyChange();
     return changed;
   }

@@ -372,3 +372,32 @@ describe('emulator invariants under random operation sequences', () => {
     );
   });
 });
+
+describe('emulator expiry without a scan per request', () => {
+  it('sweep() skips its scan until the earliest deadline, and expires exactly what is due, to the ms', () => {
+    const { store, clock, inState, w, core } = setup();
+    const state = (id: string) => store.records.get(id)!.item.state;
+    const a = inState('active'); // ttl 60 s
+    const b = inState('active');
+    const bHb = store.heartbeat(b.id, { expected: b.hb!, desiredTtl: 600 }, w('w1')).last_heartbeat; // now 600 s
+    clock.advanceMs(60_000); // a's deadline exactly: not past it yet
+    expect(store.sweep()).toBe(false);
+    expect(state(a.id)).toBe('active');
+    clock.advanceMs(1);
+    expect(store.sweep()).toBe(true);
+    expect([state(a.id), state(b.id)]).toEqual(['queued', 'active']);
+    // b renews with a shorter ttl (10 s): its new deadline, far before the old one, counts at once.
+    store.heartbeat(b.id, { expected: bHb, desiredTtl: 10 }, w('w1'));
+    clock.advanceMs(10_000);
+    expect(store.sweep()).toBe(false);
+    clock.advanceMs(1);
+    expect(store.sweep()).toBe(true);
+    expect(state(b.id)).toBe('queued');
+    // A shorter starting timeout set by the admin applies to an item already starting, at once.
+    const c = inState('starting');
+    clock.advanceMs(2000);
+    expect(store.sweep()).toBe(false);
+    core.setSettings({ starting_timeout_ms: 1000 });
+    expect(state(c.id)).toBe('queued');
+  });
+});
