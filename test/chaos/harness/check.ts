@@ -22,8 +22,8 @@
  *     every item is `stopped` or `queued` (none stuck `starting`/`active`/`stopping`).
  * (d) orphans: no live process carries the scenario's marker variable once everything has ended.
  * (f) escapes: no process of a run (its leader, a grandchild, a setsid daemon it recorded) was SEEN alive
- *     by the harness after its lease's deadline, or after its keeper's report of the item (the next
- *     `metadata_updated` naming its worker id, which a keeper writes only once it believes the job gone). Seen alive is a fact, not an upper bound: no
+ *     by the harness after its lease's deadline, or after its keeper logged the job gone (`job_exited`,
+ *     which precedes the keeper's report of the run). Seen alive is a fact, not an upper bound: no
  *     tolerance is needed.
  * (e) the token is in no keeper's stdout or stderr.
  * And: every keeper exits as its signal asks (0 after SIGTERM; a SIGTERM that arrives while Node is still
@@ -128,6 +128,8 @@ export function checkScenario(input: CheckInput): CheckResult {
 
   // ---- each run: its end, its lease, its margin ----
   const verdicts: RunVerdict[] = [];
+  /** Per run (same index), the keeper's job_exited time, or null. */
+  const keeperEnds: (number | null)[] = [];
   let pastLease = 0;
   let noLease = 0;
   let minMarginMs: number | null = null;
@@ -160,6 +162,7 @@ export function checkScenario(input: CheckInput): CheckResult {
         }
       }
     }
+    keeperEnds.push(keeperEnd);
     const ends = [keeperEnd, run.deadAt].filter((x): x is number => x !== null);
     const end = ends.length > 0 ? Math.min(...ends) : null;
     const endSource = end === null ? 'none' : end === keeperEnd ? 'keeper' : 'harness';
@@ -229,14 +232,13 @@ export function checkScenario(input: CheckInput): CheckResult {
       escapes++;
       violations.push(`[escape] ${where}: a process of it was seen alive at ${run.lastAliveAt}, after its lease expired at ${verdict.deadline}`);
     }
-    // The run's own keeper's report (metadata names its worker id): a holder whose lease expired meanwhile
-    // may still land a late report of its earlier run (retries through 5xx) while this run goes on.
-    const report = input.events.find(
-      (e) => e.type === 'metadata_updated' && e.work_id === run.workId && e.t_ms >= run.start && (e.metadata as { worker_id?: string } | undefined)?.worker_id === verdict.workerId,
-    );
-    if (report !== undefined && run.lastAliveAt > report.t_ms) {
+    // The keeper reports a run only after its job_exited line for it, which it logs once it believes
+    // nothing of the job is left: a process seen alive after that line was reported early. (Not the next
+    // metadata_updated of the item: a holder's late report of an earlier run can land while this one runs.)
+    const keeperEnd = keeperEnds[i] ?? null;
+    if (keeperEnd !== null && run.lastAliveAt > keeperEnd) {
       escapes++;
-      violations.push(`[escape] ${where}: a process of it was seen alive at ${run.lastAliveAt}, after the item was reported at ${report.t_ms}`);
+      violations.push(`[escape] ${where}: a process of it was seen alive at ${run.lastAliveAt}, after its keeper logged the job gone (job_exited) at ${keeperEnd}`);
     }
   }
 

@@ -106,7 +106,7 @@ export function formatTotals(t: Totals, title: string): string {
     ['runs past their lease (must be 0)', String(t.pastLease)],
     ['runs started without a lease (must be 0)', String(t.noLease)],
     ['orphan processes (must be 0)', String(t.orphans)],
-    ['job processes alive after their lease or their item\'s report (must be 0)', String(t.escapes)],
+    ['job processes seen alive after their lease or after their keeper logged them gone (must be 0)', String(t.escapes)],
     ['items stuck (must be 0)', String(t.stuck)],
     ['min fence margin, all runs (server deadline - job dead)', ms(t.minMarginMs)],
     ['min fence margin, self-fenced runs', ms(t.minFencedMarginMs)],
