@@ -24,8 +24,8 @@ export interface ProcessGroupDeps extends LaunchDeps {
  * tag in their environment. The group signals them with its own members and counts them as live.
  */
 export interface OutsideMembers {
-  /** Sends `signal` to every one of them; true when any got it. */
-  signal(signal: NodeJS.Signals): boolean;
+  /** Sends `signal` to every one of them, except members of group `signalled` (they just got it); true when any got it. */
+  signal(signal: NodeJS.Signals, signalled: number | null): boolean;
   /** The live ones now (a look that may be shared by every job within one event-loop tick). */
   live(): readonly number[];
 }
@@ -156,16 +156,17 @@ export class ProcessGroup implements ContainedJob {
     // Once the job is empty its ids may be reused by unrelated processes: never signal it again.
     if (this.#isEmpty) return false;
     let delivered = false;
+    let group = false;
     let failure: unknown = null;
     if (!this.#groupGone) {
       try {
-        delivered = signalGroup(this.pgid, signal);
+        delivered = group = signalGroup(this.pgid, signal);
         if (!delivered && this.#exit !== null) this.#groupGone = true;
       } catch (err) {
         failure = err;
       }
     }
-    if (this.#outside !== null && this.#outside.signal(signal)) delivered = true;
+    if (this.#outside !== null && this.#outside.signal(signal, group ? this.pgid : null)) delivered = true;
     if (delivered) this.#lastSignal = { signal, atMs: performance.now() };
     if (failure !== null) throw failure;
     return delivered;

@@ -122,9 +122,11 @@ export class SharedTagScan {
 /** The tagged processes of one job run, as OutsideMembers of its process group. */
 export function taggedMembers(runId: string, scan: SharedTagScan): OutsideMembers {
   return {
-    signal(signal) {
+    signal(signal, signalled) {
       let delivered = false;
       for (const pid of scan.pids(runId)) {
+        // A member of the group that was just signalled got it already: a second SIGTERM could run a trap twice.
+        if (signalled !== null && readStat(pid)?.pgrp === signalled) continue;
         try {
           process.kill(pid, signal);
           delivered = true;

@@ -253,6 +253,18 @@ describe('tag containment (the fallback without writable cgroups)', () => {
     expect(isLive(pid)).toBe(false);
   });
 
+  it('each process gets the stop signal once: the tagged members of the signalled group are not signalled again', async () => {
+    const terms = join(dir, 'terms');
+    const pidFile = join(dir, 'daemon');
+    // The leader's trap takes a while: a second SIGTERM arriving meanwhile would run it again.
+    const job = run(tag, `trap 'echo term >> ${terms}; sleep 0.3; exit 0' TERM; ${daemon(pidFile)} sleep 60 & wait`);
+    const pid = await pidFrom(pidFile);
+    await job.stop({ signal: 'SIGTERM', graceMs: 600 });
+    expect(readFileSync(terms, 'utf8')).toBe('term\n');
+    expect(job.lastSignal?.signal).toBe('SIGKILL'); // the daemon (out of the group, ignoring TERM) needed it
+    expect(isLive(pid)).toBe(false);
+  });
+
   it('a leader that exits 0 leaving a daemon: the job is not empty until the daemon is stopped', async () => {
     const pidFile = join(dir, 'daemon');
     const job = run(tag, `${daemon(pidFile)} while [ ! -s ${pidFile} ]; do sleep 0.01; done; exit 0`);
