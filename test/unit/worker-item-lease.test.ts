@@ -147,3 +147,35 @@ describe('ItemLease: the job is the whole group', () => {
     expect(result()).toMatchObject({ outcome: 'completed', exitCode: 0 });
   });
 });
+
+describe('ItemLease: what the containment measured', () => {
+  it('cpu_seconds and memory_peak_bytes go into the metadata and the events; an OOM kill makes a leader exit 0 a failure', async () => {
+    const api = new FakeApi();
+    const jobs = fakeJobs();
+    const usages: unknown[] = [];
+    const item = wireItem({ id: 'work_oom', state: 'starting' }) as unknown as WorkItem;
+    const l = new ItemLease(item, {
+      api: api.asApi(),
+      settings: settings(),
+      command: ['/bin/true'],
+      tokens: ['pt-test-token-0123456789'],
+      baseEnv: {},
+      log: silentLog(),
+      clock: { now: () => Date.now() },
+      events: { ...noEvents, jobUsage: (u) => usages.push(u) },
+      random: () => 0.5,
+      // A contained job that reports its cgroup's accounting once empty.
+      startJob: (spec) => Object.assign(jobs.start(spec), { accounting: () => ({ cpuSeconds: 1.25, memoryPeakBytes: 4096, oomKilled: true }) }),
+    });
+    let result: ItemResult | null = null;
+    void l.start().then((r) => (result = r));
+    await vi.advanceTimersByTimeAsync(100);
+    jobs.jobs[0]!.finish(0);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(api.metadata).toEqual([
+      { workId: 'work_oom', metadata: expect.objectContaining({ outcome: 'failed', exit_code: '0', oom_killed: 'true', cpu_seconds: '1.25', memory_peak_bytes: '4096' }) },
+    ]);
+    expect(usages).toEqual([{ cpuSeconds: 1.25, memoryPeakBytes: 4096, oomKilled: true }]);
+    expect(result).toMatchObject({ outcome: 'failed' });
+  });
+});
