@@ -24,6 +24,7 @@ import {
 } from '../../src/job/cgroup.js';
 import { RUN_ID_VARIABLE, type ContainedJob, type Containment } from '../../src/job/containment.js';
 import { readStat } from '../../src/job/group-members.js';
+import { jobOomScore } from '../../src/job/oom-score.js';
 import { openContainment, planContainment } from '../../src/job/open.js';
 import { formatRunId, parseRunId, runIdIn, scanTags, TagContainment } from '../../src/job/run-tag.js';
 import { cgroup2MountPoint, cgroupMissing, prerequisite } from '../support/prerequisites.js';
@@ -214,6 +215,15 @@ describe('cgroup paths, layout, limits and accounting (against a temporary direc
   });
 });
 
+describe('the job\'s oom_score_adj', () => {
+  it('is the keeper\'s own plus the raise, at most 1000; 0 leaves it alone', () => {
+    expect(jobOomScore(500, 0)).toBe(500);
+    expect(jobOomScore(500, -900)).toBe(-400); // a unit's OOMScoreAdjust=-900: the job still gets raised from there
+    expect(jobOomScore(500, 800)).toBe(1000);
+    expect(jobOomScore(0, 300)).toBeNull();
+  });
+});
+
 describe('the environment tag', () => {
   it('formats and parses run ids, and finds the tag anywhere in an environ block', () => {
     const id = formatRunId({ workerId: 'host-1.a:b@c', pid: 12, startTime: 34 }, 5);
@@ -251,6 +261,15 @@ describe('tag containment (the fallback without writable cgroups)', () => {
     await job.stop({ signal: 'SIGTERM', graceMs: 300 });
     expect(performance.now() - t0).toBeGreaterThanOrEqual(290);
     expect(isLive(pid)).toBe(false);
+  });
+
+  it('raises the job\'s oom_score_adj over the keeper\'s own (never above 1000)', async () => {
+    const out = join(dir, 'oom');
+    const own = Number(readFileSync('/proc/self/oom_score_adj', 'utf8'));
+    const raised = new TagContainment(`ut-oom-${process.pid}`, 'test', Math.min(1000, own + 300));
+    // The keeper writes the score right after the spawn; the job looks a moment later.
+    await run(raised, `sleep 0.2; cat /proc/self/oom_score_adj > ${out}`).empty;
+    expect(Number(readFileSync(out, 'utf8'))).toBe(Math.min(1000, own + 300));
   });
 
   it('each process gets the stop signal once: the tagged members of the signalled group are not signalled again', async () => {
