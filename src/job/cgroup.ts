@@ -200,6 +200,11 @@ export function killCgroup(dir: string): void {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !existsSync(dir)) return;
   }
+  freezeAndKill(dir);
+}
+
+/** The fallback of killCgroup for kernels without cgroup.kill (before 5.14), as Nomad does on cgroup v1. */
+export function freezeAndKill(dir: string): void {
   const freeze = join(dir, 'cgroup.freeze');
   try {
     writeFileSync(freeze, '1');

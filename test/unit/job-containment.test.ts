@@ -12,6 +12,7 @@ import {
   CgroupContainment,
   LAUNCHER_SCRIPT,
   cgroup2Mount,
+  freezeAndKill,
   jobCgroupName,
   killCgroup,
   launcherArgs,
@@ -435,6 +436,16 @@ describe.runIf(prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgro
     // Nothing tagged with this keeper's runs is left anywhere on the machine.
     const runId = `${workerId}/`;
     expect(scanTags(runId)?.size ?? 0).toBe(0);
+  });
+
+  it('without cgroup.kill (Linux < 5.14): freeze, SIGKILL each, thaw also ends a job that keeps forking', async () => {
+    const started = join(dir, 'started');
+    const job = run(cg, `touch ${started}; i=0; while [ $i -lt 5000 ]; do setsid sleep 60 & i=$((i+1)); done; wait`);
+    await waitFor('the forker to start', () => existsSync(started));
+    await sleep(100);
+    freezeAndKill(String(job.where.cgroup));
+    await Promise.race([job.empty, sleep(5_000)]);
+    expect(job.isAlive()).toBe(false);
   });
 
   it('accounts the CPU time the job used', async () => {
