@@ -257,7 +257,7 @@ export class Worker {
   private markReady(): void {
     if (this.ready) return;
     this.ready = true;
-    this.o.log.info({}, 'ready');
+    this.o.log.info({ containment: this.o.containment?.kind ?? 'process-group' }, 'ready');
     this.o.onReady?.();
   }
 

@@ -114,6 +114,7 @@ function scenarios(name: string, run: { env?: Record<string, string>; asNobody?:
       expect((await k.exit()).code).toBe(0);
       const deadAt = await died;
       expect(k.lines.find((l) => l.msg === 'starting')).toMatchObject({ containment: kind });
+      expect(k.lines.find((l) => l.msg === 'ready')).toMatchObject({ containment: kind });
       expect(k.msgs()).toContain('job_left_processes');
       const reports = emu.events().filter((e) => (e.type === 'metadata_updated' || e.type === 'stop_requested') && e.work_id === item!.id);
       expect(reports.length).toBeGreaterThanOrEqual(2);
