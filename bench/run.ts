@@ -7,7 +7,7 @@
 //   npm run bench -- --quick      the same measurements, shorter (< 90 s), writes bench/results/quick.json
 //   npm run bench -- --scaling    only the scaling run (merged into the results file)
 //   options: --only startup,idle,fence,scale,baseline,lateness,reaction,scaling,turnover   --out <file>
-//            --hold <s>     the scale hold
+//            --hold <s>     the scale hold;  --points 1000,10000   only these scaling points
 //            --wait-quiet   wait for an otherwise idle machine before each measurement, re-run disturbed ones
 //            --perf         `perf record` the scale keeper, the baseline and a reaction keeper (needs perf)
 //            --profile      the scale keeper under node --cpu-prof; top self-time frames of the hold window
@@ -57,6 +57,11 @@ const run = (name: Name): boolean => ONLY === null || ONLY.includes(name);
 
 const sizes = { ...(QUICK ? SIZES.quick : SIZES.full) };
 if (opt('hold') !== undefined) sizes.holdS = sizes.timingHoldS = Number(opt('hold'));
+// --points 10000: only these scaling points (and not the extra one at the short ttl).
+if (opt('points') !== undefined) {
+  sizes.scalingPoints = (opt('points') ?? '').split(',').map(Number);
+  sizes.scalingShortTtlPoint = false;
+}
 const WORK = join(tmpdir(), `lk-bench-${process.pid}`);
 mkdirSync(WORK, { recursive: true });
 

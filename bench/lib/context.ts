@@ -21,6 +21,8 @@ export interface Sizes {
   /** Granted ttl of the scaling points: null = what the keeper asks for (60 s). */
   scalingTtlS: number | null;
   scalingHoldS: number;
+  /** Also 1000 leases at the short ttl (the scale run's load). */
+  scalingShortTtlPoint: boolean;
   /** Turnover: cold-fill sizes, and the short-job run. */
   fillSizes: number[];
   shortConcurrency: number;
@@ -44,6 +46,7 @@ export const SIZES: { quick: Sizes; full: Sizes } = {
     scalingPoints: [10, 100],
     scalingTtlS: 10,
     scalingHoldS: 3,
+    scalingShortTtlPoint: false,
     fillSizes: [300],
     shortConcurrency: 100,
     shortS: 3,
@@ -64,6 +67,7 @@ export const SIZES: { quick: Sizes; full: Sizes } = {
     scalingTtlS: null,
     // At the default ttl (60 s) every lease beats every ~19 s: two or three beats each in the hold.
     scalingHoldS: 45,
+    scalingShortTtlPoint: true,
     fillSizes: [1000, 10_000],
     shortConcurrency: 100,
     shortS: 20,

@@ -1,7 +1,7 @@
 // One keeper claiming N queued items and holding their leases (job `sleep`): the core of the scale,
 // lateness, scaling and ratio measurements. The emulator's events are read as they come (EventFeed), so
 // that 10,000 leases fit.
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Bench } from './context.js';
 import { EventFeed, type Emulator } from './emulator.js';
@@ -41,8 +41,9 @@ export interface Hold {
   emulatorCpuSeconds: number;
   foreignPct: number;
   mem: { hwm: number; rss: number };
-  /** Open file descriptors of the keeper at the end of the hold. */
+  /** Open file descriptors of the keeper at the end of the hold, and its soft limit. */
   fds: number;
+  nofileSoft: number | null;
   cpuTotalSeconds: number;
   /** Leases taken (first accepted heartbeat per item) and when the last was taken. */
   leases: number;
@@ -117,6 +118,7 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
     if (perf) printPerf(`${o.label} keeper, hold window`, await perf, k.pid);
     const mem = memoryMb(k.pid);
     const fds = readdirSync(`/proc/${k.pid}/fd`).length;
+    const nofileSoft = softNofile(k.pid);
     holdEnd = Date.now();
     const cpuTotalSeconds = cpuSeconds(k.pid);
     await sleep(500); // let beats planned just before holdEnd arrive
@@ -157,6 +159,7 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
       foreignPct,
       mem,
       fds,
+      nofileSoft,
       cpuTotalSeconds,
       leases: firstLease.size,
       lastLeaseAt: Math.max(...firstLease.values()),
@@ -198,4 +201,14 @@ function computeLateness(lines: LogLine[], beats: Beat[], holdEnd: number): { pl
     out.push({ planned: p, ms: e.t - p });
   }
   return out;
+}
+
+/** Soft "Max open files" of a process (Node raises it to the hard limit at start-up). */
+function softNofile(pid: number): number | null {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+    return m?.[1] === undefined ? null : m[1] === 'unlimited' ? Infinity : Number(m[1]);
+  } catch {
+    return null;
+  }
 }

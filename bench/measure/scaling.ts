@@ -2,7 +2,6 @@
 // its own process, granting what the keeper asks for (default ttl 60 s, fraction 0.33), and 1000 leases at
 // the short ttl (10 s) of the scale run. Per point: CPU over the hold, CPU per heartbeat, RSS, lateness
 // (a second, `debug` run of the point), expired leases (both runs), and the reaction to a 412 on a sample.
-import { readFileSync } from 'node:fs';
 import { SHORT_TTL_S, type Bench } from '../lib/context.js';
 import { withEmulator } from '../lib/emulator.js';
 import { holdLeases } from '../lib/hold.js';
@@ -21,6 +20,8 @@ export interface ScalingPoint {
   /** (RSS - RSS of the 1-lease point) / (leases - 1): what one more lease costs. */
   rss_marginal_kb_per_lease: number | null;
   lateness_ms: Pick<Summary, 'p50' | 'p99' | 'max'> | null;
+  /** Only the beats planned in the hold (not while the keeper was still claiming and spawning). */
+  lateness_hold_ms: Pick<Summary, 'p50' | 'p99' | 'max'> | null;
   lateness_samples: number;
   expired: number;
   expired_by_run: { info: number; debug: number | null };
@@ -44,23 +45,12 @@ export interface ScalingResult {
   };
 }
 
-/** Soft "Max open files" of a process. */
-function nofileSoft(pid: number): number | null {
-  try {
-    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
-    return m?.[1] === undefined ? null : m[1] === 'unlimited' ? Infinity : Number(m[1]);
-  } catch {
-    return null;
-  }
-}
-
 export async function measureScaling(b: Bench, { env = {} }: { env?: Record<string, string> } = {}): Promise<ScalingResult> {
-  const runs: { leases: number; ttl: number | null }[] = [...b.sizes.scalingPoints.map((n) => ({ leases: n, ttl: b.sizes.scalingTtlS })), ...(b.quick ? [] : [{ leases: 1000, ttl: SHORT_TTL_S }])];
+  const runs: { leases: number; ttl: number | null }[] = [...b.sizes.scalingPoints.map((n) => ({ leases: n, ttl: b.sizes.scalingTtlS })), ...(b.sizes.scalingShortTtlPoint ? [{ leases: 1000, ttl: SHORT_TTL_S }] : [])];
   const points: ScalingPoint[] = [];
   for (const { leases, ttl } of runs) {
     const label = `scaling_${leases}${ttl === null ? '' : `_ttl${ttl}`}`;
     const takeovers = Math.min(30, leases);
-    let nofile: number | null = null;
     const info = await withEmulator(ttl, (emu) =>
       holdLeases(b, emu, {
         items: leases,
@@ -68,12 +58,11 @@ export async function measureScaling(b: Bench, { env = {} }: { env?: Record<stri
         label,
         takeovers,
         env,
-        fillTimeoutMs: 300_000,
+        fillTimeoutMs: 600_000,
       }),
     );
-    nofile = nofileSoft(info.keeper.pid) ?? nofile;
     // The debug run (lateness) of the full mode: the plan of each beat is only in debug lines.
-    const debug = b.quick ? null : await withEmulator(ttl, (emu) => holdLeases(b, emu, { items: leases, holdS: Math.min(20, b.sizes.scalingHoldS), label: `${label}_debug`, logLevel: 'debug', env, fillTimeoutMs: 300_000 }));
+    const debug = b.quick ? null : await withEmulator(ttl, (emu) => holdLeases(b, emu, { items: leases, holdS: Math.min(20, b.sizes.scalingHoldS), label: `${label}_debug`, logLevel: 'debug', env, fillTimeoutMs: 600_000 }));
     const lat = debug?.lateness ? latenessFigures(debug.lateness, debug.holdStart) : null;
     const one = points.find((p) => p.leases === 1 && p.ttl_s === (ttl ?? 60));
     const rss = info.mem.hwm;
@@ -88,6 +77,7 @@ export async function measureScaling(b: Bench, { env = {} }: { env?: Record<stri
       rss_per_lease_kb: round((rss * 1024) / leases, 1),
       rss_marginal_kb_per_lease: one && leases > 1 && one.rss_mb !== null ? round(((rss - one.rss_mb) * 1024) / (leases - 1), 1) : null,
       lateness_ms: lat?.lateness_ms ?? null,
+      lateness_hold_ms: lat ? pick(lat.lateness_hold_ms, ['p50', 'p99', 'max']) : null,
       lateness_samples: lat?.lateness_samples ?? 0,
       expired: info.expired + (debug?.expired ?? 0),
       expired_by_run: { info: info.expired, debug: debug?.expired ?? null },
@@ -97,7 +87,7 @@ export async function measureScaling(b: Bench, { env = {} }: { env?: Record<stri
       hold_s: round(info.cpu.wallSeconds, 1),
       foreign_busy_pct: round(Math.max(info.foreignPct, debug?.foreignPct ?? 0), 1),
       containment: typeof containment === 'string' ? containment : null,
-      nofile_soft_limit: nofile,
+      nofile_soft_limit: info.nofileSoft,
       fds: info.fds,
     };
     points.push(point);

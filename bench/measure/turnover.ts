@@ -109,7 +109,7 @@ async function keeperFill(b: Bench, emu: Emulator, n: number, env: Record<string
         if (!k.alive()) throw new Error(`fill ${n}: keeper exited early; see ${k.logFile}`);
         return k.tail.count('job_started') >= n;
       },
-      { timeoutMs: 300_000, everyMs: 100, what: `${n} jobs started` },
+      { timeoutMs: 600_000, everyMs: 100, what: `${n} jobs started` },
     );
     const cpu = cpuSeconds(k.pid);
     const last = Math.max(...k.tail.lines.filter((l) => l.msg === 'job_started').map(logMs));
