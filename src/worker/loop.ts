@@ -166,6 +166,8 @@ export class Worker {
   /** Gives back the slot of a claim that ended (its item dropped, or handed to its lease in `held`). */
   private release(): void {
     this.claiming--;
+    // The first loop may be waiting for a slot that only this claim held (the others end on an empty poll).
+    this.wakePollLoop();
     if (this.draining || this.fatal) this.settleWhenIdle();
   }
 

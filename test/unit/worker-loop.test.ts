@@ -202,4 +202,19 @@ describe('claim loop: never more than LEASE_KEEPER_CONCURRENCY items', () => {
     await until(() => api.acks.length === 1, 'the ack');
     expect(api.violations).toEqual([]);
   });
+
+  it('a claim that ends without an item wakes the loop waiting for a slot: a free slot is never left unpolled', async () => {
+    const api = new CountingApi(2);
+    api.enqueue('work_a');
+    const { jobs } = startWorker(api, 2);
+    await until(() => jobs.jobs.length === 1 && api.polls.length === 2, 'work_a running and a second claim polling');
+    // The second claim's poll comes back empty: its slot is free again, while work_a's job runs on.
+    api.polls[1]!.answer.resolve({ value: null, status: 200, requestId: 'req-empty' });
+    await sleep(20);
+    // The fake still lists the poll answered by hand as waiting: it swallows the first item enqueued.
+    api.enqueue('work_swallowed', 'work_b');
+    await until(() => jobs.jobs.length === 2, 'work_b claimed into the freed slot');
+    expect(api.acks.map((a) => a.workId)).toEqual(['work_a', 'work_b']);
+    expect(api.violations).toEqual([]);
+  });
 });
