@@ -7,9 +7,12 @@
 # BENCH_DEATH_WATCH=1: a watcher in its own session (so the keeper's signals to the job's group miss it)
 # reads a pipe whose only writers are the job's group members (this shell and the sleeps it starts). It
 # reads EOF when the last of them has exited, SIGKILL included, and records that moment as "dead".
+# (The job's cgroup, with cgroup containment, or its process group.)
 rec="${BENCH_RECORD:?BENCH_RECORD must name the record file}"
+# With cgroup containment the watcher also leaves the job's cgroup (BENCH_WATCH_CGROUP: a cgroup it may
+# join, e.g. the cgroup2 root as root), or the keeper's cgroup.kill would take it along.
 if [ "${BENCH_DEATH_WATCH:-0}" = 1 ]; then
-  exec {deathfd}> >(exec setsid bash -c 'while read -r _; do :; done; echo "dead $0 $EPOCHREALTIME" >> "$1"' "$LEASE_KEEPER_WORK_ID" "$rec")
+  exec {deathfd}> >(exec setsid bash -c '[ -z "$2" ] || echo $$ > "$2/cgroup.procs"; while read -r _; do :; done; echo "dead $0 $EPOCHREALTIME" >> "$1"' "$LEASE_KEEPER_WORK_ID" "$rec" "${BENCH_WATCH_CGROUP:-}")
 fi
 if [ "${JOB_IGNORE_TERM:-0}" = 1 ]; then
   trap 'echo "term $LEASE_KEEPER_WORK_ID $EPOCHREALTIME ignored" >> "$rec"' TERM

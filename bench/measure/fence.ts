@@ -3,7 +3,8 @@
 // moment the job's whole group was dead, as recorded by the job's death watcher (bench/jobs/trap-job.sh,
 // BENCH_DEATH_WATCH). Also reported: the same against the keeper's `job_exited` line. One job in four
 // exits on TERM; the others ignore it and need the SIGKILL, which decides the minimum.
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { cgroup2Mount } from '../../src/job/cgroup.js';
 import { join } from 'node:path';
 import { SHORT_TTL_S, TRAP_JOB, type Bench } from '../lib/context.js';
 import type { Emulator } from '../lib/emulator.js';
@@ -29,6 +30,9 @@ const ignoresTerm = (i: number): boolean => i % 4 !== 0;
 
 export async function measureFence(b: Bench, emu: Emulator): Promise<FenceResult> {
   const n = b.sizes.fenceKeepers;
+  // The death watcher must outlive the job's cgroup: as root it joins the cgroup2 root.
+  const mount = cgroup2Mount(readFileSync('/proc/self/mountinfo', 'utf8'));
+  const watchCgroup = mount !== null && process.getuid?.() === 0 ? mount : null;
   const since = await emu.admin.lastSeq();
   const recOf = (i: number): string => join(b.work, `fence-${i}.rec`);
   for (let i = 0; i < n; i++) rmSync(recOf(i), { force: true });
@@ -37,7 +41,7 @@ export async function measureFence(b: Bench, emu: Emulator): Promise<FenceResult
       workerId: `bench-fence-${i}`,
       command: [TRAP_JOB],
       logFile: join(b.work, `fence-${i}.log`),
-      env: { BENCH_RECORD: recOf(i), BENCH_DEATH_WATCH: '1', JOB_IGNORE_TERM: ignoresTerm(i) ? '1' : '0' },
+      env: { BENCH_RECORD: recOf(i), BENCH_DEATH_WATCH: '1', JOB_IGNORE_TERM: ignoresTerm(i) ? '1' : '0', ...(watchCgroup ? { BENCH_WATCH_CGROUP: watchCgroup } : {}) },
     }),
   );
   await emu.admin.queue(n);
