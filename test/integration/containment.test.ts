@@ -5,15 +5,48 @@
  * deadline, or at the next keeper's start (the sweep). With cgroups (root here), through the environment
  * tag (the keeper run as `nobody`: no writable cgroups), and in a cgroup delegated to `nobody`.
  */
-import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
-import { cgroup2MountPoint, cgroupMissing, prerequisite, rootMissing } from '../support/prerequisites.js';
-import { ROOT, type Keeper, alive, emulator, sleep, startKeeper } from './support.js';
+import { cgroup2MountPoint, cgroupMissing, prerequisite } from '../support/prerequisites.js';
+import { BIN, ROOT, type Keeper, alive, emulator, sleep, startKeeper } from './support.js';
 
 const NOBODY = 65534;
+const OUTER_TMP = process.env.LK_TEST_OUTER_TMP ?? '/tmp';
+
+/** Runs `args` as nobody; true when it exits 0. */
+function asNobody(args: string[]): boolean {
+  return spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', ...args], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * The keeper entry nobody can run. This checkout's own when nobody can read it; otherwise (a clone under a
+ * 0700 directory) a world-readable staged copy of bin/, dist/ and the production node_modules, removed
+ * after the file. Null with the reason when nobody cannot even execute node.
+ */
+let staged: string | null = null;
+function nobodyBin(): { bin: string } | { missing: string } {
+  if (process.getuid?.() !== 0) return { missing: 'not running as root' };
+  if (!asNobody([process.execPath, '-e', '0'])) return { missing: `user nobody cannot execute ${process.execPath} (is a parent directory 0700?)` };
+  if (asNobody([process.execPath, BIN, '--version'])) return { bin: BIN };
+  if (staged === null) {
+    staged = mkdtempSync(join(OUTER_TMP, 'lk-it-staged-'));
+    chmodSync(staged, 0o755);
+    const prod = execFileSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: ROOT, encoding: 'utf8' }).trim().split('\n');
+    for (const dir of ['bin', 'dist', 'package.json', ...prod.map((p) => relative(ROOT, p)).filter((p) => p !== '')]) {
+      cpSync(join(ROOT, dir), join(staged, dir), { recursive: true });
+    }
+    spawnSync('chmod', ['-R', 'a+rX', staged]);
+  }
+  const bin = join(staged, 'bin/lease-keeper');
+  return asNobody([process.execPath, bin, '--version']) ? { bin } : { missing: `user nobody cannot run a staged copy in ${staged}` };
+}
+
+afterAll(() => {
+  if (staged !== null) rmSync(staged, { recursive: true, force: true });
+});
 let emu: Emulator;
 let dir: string;
 let job: string;
@@ -61,7 +94,8 @@ afterEach(async () => {
 });
 
 function keeper(env: Record<string, string>, opts: { once?: boolean; asNobody?: boolean; cgroup?: string } = {}): Keeper {
-  const k = startKeeper(emu, { command: [job], once: opts.once ?? true, env: { DAEMON_DIR: dir, ...env }, wrap: wrapper(opts) });
+  const bin = opts.asNobody ? nobodyKeeper : undefined;
+  const k = startKeeper(emu, { command: [job], once: opts.once ?? true, env: { DAEMON_DIR: dir, ...env }, wrap: wrapper(opts), ...(bin ? { bin } : {}) });
   keepers.push(k);
   return k;
 }
@@ -174,10 +208,12 @@ function scenarios(name: string, run: { env?: Record<string, string>; asNobody?:
 const cgroups = prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgroupMissing());
 if (cgroups) scenarios('cgroup containment (root)', {}, 'cgroup');
 
-const root = prerequisite('root (to run the keeper as nobody)', rootMissing());
+const nobody = nobodyBin();
+const nobodyKeeper = 'bin' in nobody ? nobody.bin : undefined;
+const root = prerequisite('root, and user nobody able to run the keeper', 'missing' in nobody ? nobody.missing : null);
 if (root) scenarios('the environment-tag fallback (keeper as nobody, no writable cgroup)', { asNobody: true }, 'tag');
 
-if (cgroups) {
+if (cgroups && root) {
   /** A cgroup handed to nobody as systemd's Delegate=yes would: the directory and its three delegated files. */
   const delegated = (): string => {
     const path = join(cgroup2MountPoint()!, `lk-it-delegated-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
@@ -199,10 +235,10 @@ if (cgroups) {
 
     it('lease-keeper config says which containment run would use, and why', () => {
       const env = { PATH: process.env.PATH, QODER_PAT: 'pt-config-SECRET', QODER_ENVIRONMENT_ID: 'env_cfg' };
-      const asRoot = spawnSync(process.execPath, [join(ROOT, 'bin/lease-keeper'), 'config'], { env, encoding: 'utf8' });
+      const asRoot = spawnSync(process.execPath, [BIN, 'config'], { env, encoding: 'utf8' });
       expect(asRoot.status).toBe(0);
       expect(JSON.parse(asRoot.stdout)).toMatchObject({ containment: 'auto', containmentActive: 'cgroup', jobOomScoreAdj: 500 });
-      const asNobody = spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', process.execPath, join(ROOT, 'bin/lease-keeper'), 'config'], { env, encoding: 'utf8' });
+      const asNobody = spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', process.execPath, nobodyKeeper!, 'config'], { env, encoding: 'utf8' });
       expect(asNobody.status).toBe(0);
       expect(JSON.parse(asNobody.stdout)).toMatchObject({ containmentActive: 'tag', containmentReason: expect.stringContaining('no writable cgroup v2') });
     });

@@ -123,6 +123,8 @@ export interface KeeperOptions {
   once?: boolean;
   /** A command line to run the keeper through (e.g. setpriv to another user); it ends with exec "$@". */
   wrap?: string[];
+  /** The lease-keeper entry to run instead of this checkout's bin/lease-keeper (a staged copy). */
+  bin?: string;
 }
 
 export function startKeeper(emu: Emulator, opts: KeeperOptions): Keeper {
@@ -141,7 +143,7 @@ export function startKeeper(emu: Emulator, opts: KeeperOptions): Keeper {
     ...opts.env,
   };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
-  const args = [BIN, 'run', ...(opts.once === false ? [] : ['--once']), ...(opts.args ?? []), '--', ...opts.command];
+  const args = [opts.bin ?? BIN, 'run', ...(opts.once === false ? [] : ['--once']), ...(opts.args ?? []), '--', ...opts.command];
   const [file, ...rest] = [...(opts.wrap ?? []), process.execPath, ...args];
   const child = spawn(file!, rest, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   return new Keeper(child, tag);
