@@ -1,4 +1,4 @@
-import { defineConfig, mergeConfig } from 'vitest/config';
+import { defineConfig } from 'vitest/config';
 import base from './vitest.config.js';
 
 /**
@@ -8,11 +8,11 @@ import base from './vitest.config.js';
  * activates a mutant inside the test worker only, so a spawned `bin/lease-keeper` never sees it; measured:
  * every mutant survived them, and they cost ~30 s per run.
  */
-export default mergeConfig(
-  base,
-  defineConfig({
-    test: {
-      include: ['test/unit/**/*.test.ts', 'test/integration/api-emulator.test.ts', 'test/integration/emulator-*.test.ts'],
-    },
-  }),
-);
+export default defineConfig({
+  ...base,
+  test: {
+    ...base.test,
+    // Replaces the base list (mergeConfig would append to it).
+    include: ['test/unit/**/*.test.ts', 'test/integration/api-emulator.test.ts', 'test/integration/emulator-*.test.ts'],
+  },
+});
