@@ -109,8 +109,12 @@ export class KeeperGuest {
       'TimeoutStopSec=20s',
       'RestartSec=1s',
     ];
-    // ProtectHome=yes hides /root and /home: a checkout there must stay visible to the keeper.
-    if (/^\/(root|home|run\/user)(\/|$)/.test(ROOT) || /^\/(root|home|run\/user)(\/|$)/.test(node)) dropIn.push('ProtectHome=read-only');
+    // The keeper must see the checkout and node where they are: ProtectHome=yes hides /root and /home, and
+    // PrivateTmp=yes gives the unit its own /tmp (a fresh clone often sits in one).
+    for (const path of [ROOT, dirname(dirname(node))]) {
+      if (/^\/(root|home|run\/user)(\/|$)/.test(path)) dropIn.push('ProtectHome=read-only');
+      if (/^\/(var\/)?tmp\//.test(path)) dropIn.push(`BindReadOnlyPaths=${path}`);
+    }
     const d = `/etc/systemd/system/${UNIT}.d`;
     await this.sb.write(`${d}/10-system-test.conf`, `${dropIn.join('\n')}\n`);
     if (opts.unit?.length) await this.sb.write(`${d}/20-this-test.conf`, `[Service]\n${opts.unit.join('\n')}\n`);
