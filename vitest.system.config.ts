@@ -8,6 +8,8 @@ export default defineConfig({
   test: {
     include: ['test/system/**/*.test.ts'],
     exclude: ['dist/**', 'node_modules/**'],
+    // The suite's own leftover check (processes, its temporary directory) on top of each file's sandbox check.
+    globalSetup: ['test/support/global-setup.ts'],
     testTimeout: 90_000,
     hookTimeout: 60_000,
     maxWorkers: 1,

@@ -3,8 +3,8 @@
  * (pid, mount, uts, ipc, network with loopback only, cgroup), its root an overlay of / whose writes vanish
  * with it, the checkout bound in read-only at its own path. Root only.
  *
- * Everything a sandbox makes is named after one temp dir, `$TMPDIR/lk-system-XXXXXX`: the cgroup
- * `<cgroup2 mount>/lk-system-XXXXXX` holding every guest process, and the mounts, which exist only in the
+ * Everything a sandbox makes is named after one temp dir, `$TMPDIR/lk-system-<pid>-XXXXXX`: the cgroup
+ * `<cgroup2 mount>/lk-system-<pid>-XXXXXX` holding every guest process, and the mounts, which exist only in the
  * guest's mount namespace (the host's mountinfo never shows them) and so go away with its last process.
  * `stop()` kills the cgroup (cgroup.kill), waits for it to empty, removes it and the temp dir. Nothing else is
  * needed: `exec`'d processes are in the guest's pid namespace, which the kernel empties when PID 1 dies.
@@ -119,20 +119,25 @@ function removeCgroupSync(cg: string, waitMs = 5000): boolean {
 
 /**
  * Removes what sandboxes of dead test processes left behind (a runner killed with SIGKILL cannot clean up):
- * their cgroups and temp dirs. A sandbox is stale when the pid in its `owner` file is gone.
+ * their cgroups and temp dirs. The owner's pid is part of the name (`lk-system-<pid>-XXXXXX`), so a run never
+ * touches the sandboxes of another live run, whatever its TMPDIR.
  */
 export function sweepStale(): string[] {
   const cg2 = cgroup2Mount();
   const swept: string[] = [];
-  const names = new Set<string>();
-  for (const n of safeList(tmpdir())) if (n.startsWith(PREFIX)) names.add(n);
-  if (cg2) for (const n of safeList(cg2)) if (n.startsWith(PREFIX)) names.add(n);
-  for (const n of names) {
-    const owner = Number(read(join(tmpdir(), n, 'owner')) ?? NaN);
-    if (Number.isInteger(owner) && alive(owner)) continue;
-    if (cg2) removeCgroupSync(join(cg2, n));
+  const stale = (n: string): boolean => {
+    const owner = Number(/^lk-system-(\d+)-/.exec(n)?.[1] ?? NaN);
+    return n.startsWith(PREFIX) && Number.isInteger(owner) && !alive(owner);
+  };
+  if (cg2) {
+    for (const n of safeList(cg2).filter(stale)) {
+      removeCgroupSync(join(cg2, n));
+      swept.push(join(cg2, n));
+    }
+  }
+  for (const n of safeList(tmpdir()).filter(stale)) {
     rmSync(join(tmpdir(), n), { recursive: true, force: true });
-    swept.push(n);
+    swept.push(join(tmpdir(), n));
   }
   return swept;
 }
@@ -145,13 +150,14 @@ function safeList(dir: string): string[] {
   }
 }
 
-/** What is left of this module's sandboxes on the host: cgroups, temp dirs, processes in them. */
+/** What is left on the host of the sandboxes this process made: cgroups, temp dirs, mounts. */
 export function leftovers(): string[] {
   const cg2 = cgroup2Mount();
+  const mine = `${PREFIX}${process.pid}-`;
   const found: string[] = [];
-  for (const n of safeList(tmpdir())) if (n.startsWith(PREFIX)) found.push(join(tmpdir(), n));
-  if (cg2) for (const n of safeList(cg2)) if (n.startsWith(PREFIX)) found.push(join(cg2, n));
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) if (line.includes(PREFIX) || line.includes('lk-system')) found.push(`mount: ${line}`);
+  for (const n of safeList(tmpdir())) if (n.startsWith(mine)) found.push(join(tmpdir(), n));
+  if (cg2) for (const n of safeList(cg2)) if (n.startsWith(mine)) found.push(join(cg2, n));
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) if (line.includes(PREFIX)) found.push(`mount: ${line}`);
   return found;
 }
 
@@ -179,21 +185,21 @@ export class Sandbox {
     if (missing !== null) throw new Error(`cannot boot a systemd sandbox: ${missing}`);
     sweepStale();
     const cg2 = cgroup2Mount()!;
-    const dir = mkdtempSync(join(tmpdir(), PREFIX));
+    const dir = mkdtempSync(join(tmpdir(), `${PREFIX}${process.pid}-`));
     const name = basename(dir);
-    writeFileSync(join(dir, 'owner'), String(process.pid));
     mkdirSync(join(dir, 'mnt'));
     const cgroup = join(cg2, name);
     mkdirSync(cgroup);
     const log = openSync(join(dir, 'launcher.log'), 'w');
     const hard = String(opts.hardTimeoutS ?? 180);
-    // setpriv+timeout -> unshare -> [PID 1: guest-init.sh stage1 -> stage2 -> setpriv -> env -> systemd]
-    // timeout gets SIGTERM when this process dies (parent-death signal, kept across exec) or at the hard limit
-    // and passes it to unshare; --kill-child: when unshare dies, PID 1 gets SIGKILL and the kernel empties
-    // the namespace. What that leaves (an empty cgroup, the temp dir) is swept by the next boot().
+    // timeout -> unshare -> [PID 1: guest-init.sh stage1 -> stage2 -> setpriv -> env -> systemd], each of the
+    // first two with a parent-death SIGKILL (setpriv; kept across exec): when this process dies, timeout dies,
+    // then unshare. SIGKILL because unshare --fork blocks SIGTERM while it waits. timeout's SIGKILL at the
+    // hard limit also ends unshare. When unshare dies, PID 1 gets SIGKILL (--kill-child) and the kernel
+    // empties the namespace; what that leaves (an empty cgroup, the temp dir) is swept by the next boot().
     const launcher = spawn(
       'setpriv',
-      ['--pdeathsig', 'TERM', 'timeout', '-k', '5', hard, 'unshare', '--pid', '--fork', '--kill-child=SIGKILL', '--mount', '--propagation', 'private', '--uts', '--ipc', '--net',
+      ['--pdeathsig', 'KILL', 'timeout', '-s', 'KILL', hard, 'setpriv', '--pdeathsig', 'KILL', 'unshare', '--pid', '--fork', '--kill-child=SIGKILL', '--mount', '--propagation', 'private', '--uts', '--ipc', '--net',
         GUEST_INIT, 'stage1', cgroup, dir, name.replace(/_/g, '-'), ...opts.binds],
       { stdio: ['ignore', log, log], detached: true },
     );
