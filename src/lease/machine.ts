@@ -84,6 +84,7 @@ export type LeaseAction =
   | { type: 'signal_job'; signal: NodeJS.Signals; reason: Outcome }
   | { type: 'kill_job'; reason: Outcome }
   | { type: 'report'; outcome: Outcome; metadata: Record<string, string>; stop: boolean }
+  | { type: 'abort_report' }
   | { type: 'finish'; outcome: Outcome; exit: JobExit | null; fatal: 'auth' | 'config' | null; detail: string | null }
   | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; event: string; fields: Record<string, unknown> };
 
@@ -130,6 +131,8 @@ export interface LeaseState {
   spawnError: string | null;
   /** The kernel killed a process of the job at its memory limit (cgroup memory.events oom_kill). */
   oomKilled: boolean;
+  /** While reporting: the report must be on the wire before this (the lease's end less the margin); null once given up. */
+  reportBy: number | null;
   lastResult: string | null;
 }
 
@@ -160,6 +163,7 @@ export function initialState(): LeaseState {
     exit: null,
     spawnError: null,
     oomKilled: false,
+    reportBy: null,
     lastResult: null,
   };
 }
@@ -196,6 +200,7 @@ function copyState(p: LeaseState): LeaseState {
     exit: p.exit === null ? null : { code: p.exit.code, signal: p.exit.signal },
     spawnError: p.spawnError,
     oomKilled: p.oomKilled,
+    reportBy: p.reportBy,
     lastResult: p.lastResult,
   };
 }
@@ -472,6 +477,7 @@ function startReport(step: Step): void {
   if (s.exit?.signal) metadata.signal = s.exit.signal;
   if (s.oomKilled) metadata.oom_killed = 'true';
   const stop = !(outcome === 'shutdown' && step.settings.onShutdown === 'release');
+  s.reportBy = s.deadline === null || s.grantedTtlMs === null ? null : s.deadline - fenceMarginMs(s.grantedTtlMs, step.settings.fenceMarginMs);
   step.actions.push({ type: 'report', outcome, metadata, stop });
 }
 
@@ -551,6 +557,13 @@ function abortInFlight(step: Step): void {
 /** The clock-driven part: fence, escalate, send due beats, give up acquiring. Runs after every event. */
 function advance(step: Step, now: number): void {
   const s = step.s;
+  // Rule: the report (metadata, stop) goes out only while the lease is ours. Once it has run out the
+  // server may hand the item to another worker, and a late stop would end that worker's run: give up.
+  if (s.phase === 'reporting' && s.reportBy !== null && now >= s.reportBy) {
+    s.reportBy = null;
+    step.log('warn', 'report_abandoned', { lease_left_ms: s.deadline === null ? null : Math.round(s.deadline - now) });
+    step.actions.push({ type: 'abort_report' });
+  }
   if (s.phase === 'done' || s.phase === 'reporting') return;
 
   // Rule: each attempt is cut off no later than the deadline. Past its cutoff it has failed (a timeout):
@@ -674,7 +687,8 @@ function killTime(s: LeaseState, settings: LeaseSettings, fence: FenceTimes | nu
 
 /** The next moment the machine must be woken with a `tick`, or null when only an event can move it. */
 export function wakeAt(s: LeaseState, settings: LeaseSettings): number | null {
-  if (s.phase === 'done' || s.phase === 'reporting') return null;
+  if (s.phase === 'reporting') return s.reportBy;
+  if (s.phase === 'done') return null;
   const times: number[] = [];
   const fence = fenceTimes(s, settings);
   if (s.nextBeatAt !== null && s.inFlight === null) times.push(s.nextBeatAt);

@@ -209,6 +209,9 @@ export class ItemLease {
         if (action.reason === 'self_fenced') this.ctx.events.fence('kill');
         this.signalJob(() => this.job?.kill());
         return;
+      case 'abort_report':
+        this.reportAbort.abort();
+        return;
       case 'report':
         void this.report(action.outcome, action.metadata, action.stop);
         return;

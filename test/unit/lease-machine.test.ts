@@ -406,6 +406,36 @@ describe('lease machine: job ends', () => {
     expect(ofType(h.actions, 'finish')[0]).toMatchObject({ outcome: 'failed', exit: { code: 3, signal: null } });
   });
 
+  it('a report still in progress when the lease runs out is abandoned at deadline - margin (the item may be another worker\'s by then)', () => {
+    const h = new Harness();
+    h.acquire();
+    h.advanceTo(h.state.nextBeatAt!);
+    h.accept();
+    h.jobExited({ code: 0, signal: null });
+    const deadline = h.state.deadline!;
+    const margin = fenceMarginMs(h.state.grantedTtlMs!, null);
+    expect(wakeAt(h.state, h.settings)).toBe(deadline - margin);
+    const before = h.advanceTo(deadline - margin - 1);
+    expect(ofType(before, 'abort_report')).toHaveLength(0);
+    const at = h.advanceTo(deadline - margin);
+    expect(ofType(at, 'abort_report')).toHaveLength(1);
+    expect(at.filter((a) => a.type === 'log' && a.event === 'report_abandoned')).toHaveLength(1);
+    expect(wakeAt(h.state, h.settings)).toBeNull();
+    expect(ofType(h.advanceBy(60_000), 'abort_report')).toHaveLength(0);
+    h.reported();
+    expect(ofType(h.actions, 'finish')[0]).toMatchObject({ outcome: 'completed' });
+  });
+
+  it('a report that ends in time is not abandoned', () => {
+    const h = new Harness();
+    h.acquire();
+    h.jobExited({ code: 0, signal: null });
+    h.now += 20;
+    h.reported();
+    expect(ofType(h.advanceBy(60_000), 'abort_report')).toHaveLength(0);
+    expect(wakeAt(h.state, h.settings)).toBeNull();
+  });
+
   it('a job whose cgroup saw an OOM kill failed, even when its leader exited 0; the metadata says oom_killed', () => {
     const h = new Harness();
     h.acquire();
