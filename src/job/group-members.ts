@@ -56,6 +56,23 @@ export function hasProc(): boolean {
   return procMounted;
 }
 
+/** Every pid in /proc (the numeric directories), or null when /proc cannot be read. */
+export function processIds(): number[] | null {
+  if (!hasProc()) return null;
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return null;
+  }
+  const pids: number[] = [];
+  for (const name of names) {
+    const c = name.charCodeAt(0);
+    if (c >= 48 && c <= 57) pids.push(Number(name));
+  }
+  return pids;
+}
+
 /** Live members of every process group, from one pass over /proc: pgid -> pids. */
 export type GroupScan = ReadonlyMap<number, readonly number[]>;
 
@@ -65,18 +82,11 @@ export type GroupScan = ReadonlyMap<number, readonly number[]>;
  * (see SurvivorPoll). Null when /proc cannot be read.
  */
 export function scanGroups(): GroupScan | null {
-  if (!hasProc()) return null;
-  let names: string[];
-  try {
-    names = readdirSync('/proc');
-  } catch {
-    return null;
-  }
+  const pids = processIds();
+  if (pids === null) return null;
   const groups = new Map<number, number[]>();
-  for (const name of names) {
-    const c = name.charCodeAt(0);
-    if (c < 48 || c > 57) continue; // not a pid directory
-    const st = readStat(Number(name));
+  for (const pid of pids) {
+    const st = readStat(pid);
     if (st === null || !isLive(st)) continue;
     const pids = groups.get(st.pgrp);
     if (pids === undefined) groups.set(st.pgrp, [st.pid]);

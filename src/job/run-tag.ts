@@ -5,7 +5,7 @@
  * of the job (GitHub's runner does the same with RUNNER_TRACKING_ID). A process that clears or rewrites
  * its environment, or changes its user, escapes it.
  */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import {
   RUN_ID_VARIABLE,
   keeperAlive,
@@ -15,7 +15,7 @@ import {
   type KeeperIdentity,
   type SweptJob,
 } from './containment.js';
-import { hasProc, readStat } from './group-members.js';
+import { processIds, readStat } from './group-members.js';
 import type { JobSpec } from './launch.js';
 import { ProcessGroup, type OutsideMembers, type ProcessGroupDeps } from './process-group.js';
 import { raiseOomScore } from './oom-score.js';
@@ -67,23 +67,15 @@ export type TagScan = ReadonlyMap<string, readonly number[]>;
  * an empty environ and so never count. Null without /proc.
  */
 export function scanTags(prefix: string, uid: number = process.getuid?.() ?? 0): TagScan | null {
-  if (!hasProc()) return null;
-  let names: string[];
-  try {
-    names = readdirSync('/proc');
-  } catch {
-    return null;
-  }
+  const all = processIds();
+  if (all === null) return null;
   const found = new Map<string, number[]>();
-  for (const name of names) {
-    const c = name.charCodeAt(0);
-    if (c < 48 || c > 57) continue;
-    const pid = Number(name);
+  for (const pid of all) {
     if (pid === process.pid) continue;
     let environ: Buffer;
     try {
-      if (statSync(`/proc/${name}`).uid !== uid) continue;
-      environ = readFileSync(`/proc/${name}/environ`);
+      if (statSync(`/proc/${pid}`).uid !== uid) continue;
+      environ = readFileSync(`/proc/${pid}/environ`);
     } catch {
       continue; // gone meanwhile, or not ours to read
     }
