@@ -61,6 +61,9 @@ export function sandboxMissing(): string | null {
   const [major = 0, minor = 0] = release().split('.').map(Number);
   if (major < 5 || (major === 5 && minor < 14)) return `Linux ${release()} has no cgroup.kill (5.14 or later needed)`;
   if (!readFileSync('/proc/filesystems', 'utf8').includes('overlay')) return 'no overlayfs in /proc/filesystems';
+  // Root in a container without CAP_SYS_ADMIN has all of the above and still cannot make namespaces.
+  const probe = spawnSync('unshare', ['--pid', '--fork', '--mount', '--uts', '--ipc', '--net', '--cgroup', 'true'], { encoding: 'utf8' });
+  if (probe.status !== 0) return `unshare cannot create namespaces here: ${(probe.stderr ?? '').trim() || `exit ${probe.status}`}`;
   return null;
 }
 
