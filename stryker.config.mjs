@@ -21,5 +21,7 @@ export default {
   incremental: true,
   incrementalFile: 'reports/stryker-incremental.json',
   tempDirName: '.stryker-tmp',
+  // Other runs' sandboxes (a scoped run next to another uses `--tempDirName .stryker-tmp-<scope>`).
+  ignorePatterns: ['/.stryker-tmp*'],
   cleanTempDir: 'always',
 };

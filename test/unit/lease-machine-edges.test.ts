@@ -60,6 +60,15 @@ describe('lease machine: events that change nothing', () => {
     expect(h.state.phase).toBe('held');
   });
 
+  it('a stop confirmed before the job started: past the deadline the report is only given up, the item not finished', () => {
+    const h = new Harness();
+    h.start();
+    h.accept({ state: 'stopping' }); // report at once, job never started
+    expect(h.state.phase).toBe('reporting');
+    expect(withoutLogs(h.advanceBy(30_000))).toEqual([{ type: 'abort_report' }]);
+    expect(h.state.phase).toBe('reporting');
+  });
+
   it('once the report is out, time alone does nothing until the lease runs out', () => {
     const h = new Harness();
     h.acquire();
@@ -328,6 +337,79 @@ describe('lease machine: signals to the keeper', () => {
   });
 });
 
+describe('lease machine: more than one reason to stop', () => {
+  it('a stop requested after the fence signalled the job: no stop_requested, the item stays self-fenced', () => {
+    const h = new Harness({ graceMs: 10_000 });
+    h.acquire();
+    h.advanceTo(6550); // the network is gone: fenced (signal)
+    expect(h.state.loss).toBe('self_fenced');
+    if (!h.state.inFlight) h.advanceTo(h.state.nextBeatAt!);
+    const acts = h.accept({ state: 'stopping' });
+    expect(ofType(acts, 'log').map((l) => l.event)).not.toContain('stop_requested');
+    expect(h.state.drain).toBeNull();
+  });
+
+  it('a stop requested while the job is being spawned: it is signalled once it runs, not before', () => {
+    const h = new Harness();
+    h.start();
+    h.accept();
+    h.advanceTo(h.state.nextBeatAt!);
+    expect(ofType(h.accept({ state: 'stopping' }), 'signal_job')).toEqual([]);
+    expect(ofType(h.jobStarted(), 'signal_job')).toEqual([{ type: 'signal_job', signal: 'SIGTERM', reason: 'drained' }]);
+  });
+
+  it('a drain whose heartbeats then fail is killed by the fence, and the item counts as self-fenced', () => {
+    const h = new Harness({ graceMs: 10_000 });
+    h.acquire();
+    h.advanceTo(h.state.nextBeatAt!);
+    h.accept({ state: 'stopping' }); // drain: signal now, full grace while beats are accepted
+    h.advanceTo(20_000); // no beat accepted any more: the fence kills at deadline - margin
+    expect(ofType(h.actions, 'kill_job')).toHaveLength(1);
+    expect(h.state.loss).toBe('self_fenced');
+    h.jobExited({ code: null, signal: 'SIGKILL' });
+    expect(ofType(h.actions, 'finish')[0]!.outcome).toBe('self_fenced');
+    expect(h.state.job).toBe('exited');
+  });
+
+  it('a fenced job still being reaped at the deadline is not reported as a lease that ran out before it started', () => {
+    const h = new Harness();
+    h.acquire();
+    h.advanceTo(10_000);
+    expect(ofType(h.actions, 'kill_job')).toHaveLength(1);
+    expect(ofType(h.actions, 'log').filter((l) => l.event === 'lease_lost')).toEqual([]);
+  });
+
+  it('an OOM kill is in the job_exited line; an ordinary exit has no oom_killed field', () => {
+    const oom = new Harness();
+    oom.acquire();
+    expect(ofType(oom.jobExited({ code: 0, signal: null }, true), 'log')[0]!.fields).toEqual({ exit_code: 0, signal: null, oom_killed: true });
+    const plain = new Harness();
+    plain.acquire();
+    expect(ofType(plain.jobExited({ code: 0, signal: null }), 'log')[0]!.fields).toEqual({ exit_code: 0, signal: null });
+  });
+
+  it('LEASE_KEEPER_SHUTDOWN=finish with the job running: one info line, no signal; nothing during a drain or a report', () => {
+    const h = new Harness();
+    h.acquire();
+    expect(h.shutdownFinish()).toEqual([{ type: 'log', level: 'info', event: 'shutdown_finish', fields: {} }]);
+    const draining = new Harness();
+    draining.acquire();
+    draining.shutdown();
+    expect(draining.shutdownFinish()).toEqual([]);
+    const reporting = new Harness();
+    reporting.acquire();
+    reporting.jobExited({ code: 0, signal: null });
+    expect(reporting.shutdownFinish()).toEqual([]);
+  });
+
+  it('a second signal with no beat in flight aborts nothing', () => {
+    const h = new Harness();
+    h.acquire();
+    expect(h.state.inFlight).toBeNull();
+    expect(ofType(h.shutdownNow(), 'abort_heartbeat')).toEqual([]);
+  });
+});
+
 describe('lease machine: the exact moments', () => {
   it('a lease that runs out before the job started ends exactly at the deadline', () => {
     const h = new Harness();
@@ -346,6 +428,74 @@ describe('lease machine: the exact moments', () => {
     h.advanceTo(10_000);
     expect(h.state.phase).toBe('done');
     expect(ofType(h.actions, 'finish')[0]).toMatchObject({ outcome: 'self_fenced' });
+  });
+
+  it('a lease held for a job not started yet wakes the machine at its deadline, even with the next retry later', () => {
+    const h = new Harness();
+    h.start();
+    h.now = 9_000;
+    h.accept({ ttlSeconds: 10 }); // deadline 10000, too late to start the job; the next beat goes out at once
+    h.now = 9_100;
+    h.fail({ kind: 'transient', status: 429, retryAfterMs: 5000 });
+    expect(h.state.job).toBe('none');
+    expect(h.state.nextBeatAt).toBe(14_100);
+    expect(wakeAt(h.state, h.settings)).toBe(10_000);
+  });
+
+  it('wake times: the attempt cutoff, the due beat, the fence, the kill', () => {
+    const h = new Harness();
+    h.start();
+    expect(wakeAt(h.state, h.settings)).toBe(h.inFlight().cutoffAt); // acquiring, attempt in flight
+    h.now = 100;
+    h.fail({ kind: 'transient' });
+    expect(wakeAt(h.state, h.settings)).toBe(h.state.nextBeatAt); // retry due before the acquire limit
+    h.advanceTo(h.state.nextBeatAt!);
+    h.accept({ ttlSeconds: 10 });
+    h.jobStarted();
+    const fenceAt = wakeAt(h.state, h.settings)!;
+    expect(fenceAt).toBe(h.state.nextBeatAt); // the beat comes before the fence
+    const quiet = { ...h.state, nextBeatAt: null };
+    expect(wakeAt(quiet, h.settings)).toBeGreaterThan(h.state.nextBeatAt!); // only the fence is left
+    expect(wakeAt({ ...quiet, signaledAt: quiet.deadline! - 5000, job: 'running' }, h.settings)).toBe(quiet.deadline! - 1000 - 50);
+    expect(wakeAt({ ...quiet, signaledAt: 1, killedAt: 2 }, h.settings)).toBeNull();
+  });
+
+  it('a lease granted longer than asked for, too late to start the job, is not given up at the acquire limit', () => {
+    const h = new Harness({ desiredTtlSeconds: 10 }); // acquire limit 10000
+    h.start();
+    h.advanceTo(5000); // the first attempt is cut off
+    h.advanceTo(h.state.nextBeatAt!);
+    h.now = 9_900;
+    h.accept({ ttlSeconds: 11 }); // deadline 11000 (from the send at 0): too late to start the job
+    expect(h.state.job).toBe('none');
+    h.now = 9_950;
+    h.fail({ kind: 'transient' }); // the beat sent with the reply fails; its retry is due after the limit
+    expect(h.state.nextBeatAt).toBeGreaterThan(10_100);
+    h.advanceTo(10_100);
+    expect(h.state.phase).toBe('acquiring');
+    h.advanceTo(h.state.nextBeatAt!);
+    h.now += 50;
+    expect(ofType(h.accept({ ttlSeconds: 20 }), 'spawn_job')).toHaveLength(1); // a fresh lease: the job starts
+  });
+
+  it('while acquiring, the acquire limit is a wake time even when the next retry is later', () => {
+    const h = new Harness({ desiredTtlSeconds: 2 });
+    h.start();
+    h.now = 100;
+    h.fail({ kind: 'transient', status: 429, retryAfterMs: 5000 });
+    expect(h.state.nextBeatAt).toBe(5100);
+    expect(wakeAt(h.state, h.settings)).toBe(2000);
+  });
+
+  it('the wake time never lies in the past while a lease is held', () => {
+    const h = new Harness();
+    h.acquire();
+    for (let i = 0; i < 8; i++) {
+      h.advanceTo(h.state.nextBeatAt!);
+      h.now += 20;
+      h.accept();
+      expect(wakeAt(h.state, h.settings)!).toBeGreaterThan(h.now);
+    }
   });
 
   it('the job starts only strictly before the fence would signal it', () => {
