@@ -176,7 +176,21 @@ const phases: Record<string, { foreign_busy_pct: number | null; worst_window_pct
  * that processes other than ours used meanwhile ("foreign", % of the whole machine).
  * `worst`: a measurement that measures in windows is judged by its worst window.
  */
-async function phase<T>(name: string, fn: () => Promise<T>, worst?: (out: T) => number): Promise<T> {
+const failures: Record<string, string> = {};
+
+/** A measurement that failed is reported (`failures` in the JSON) and the run goes on with the next one. */
+async function phase<T>(name: string, fn: () => Promise<T>, worst?: (out: T) => number): Promise<T | null> {
+  try {
+    return await measured(name, fn, worst);
+  } catch (err) {
+    failures[name] = err instanceof Error ? err.message : String(err);
+    b.log(`${name}: FAILED: ${failures[name]}`);
+    await cleanup();
+    return null;
+  }
+}
+
+async function measured<T>(name: string, fn: () => Promise<T>, worst?: (out: T) => number): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     if (flag('wait-quiet')) await checkQuiet();
     const s0 = systemCpu();
@@ -232,16 +246,16 @@ async function main(): Promise<void> {
       if (run('fence')) Object.assign(result, await phase('fence', () => short((emu) => measureFence(b, emu))));
     }
     if (run('scale')) {
-      const { scale, profile } = await phase('scale', () => short((emu) => measureScale(b, emu)), (o) => o.scale.foreign_busy_pct ?? 0);
-      if (profile) printProfile(profile);
-      result.scale = scale;
+      const sc = await phase('scale', () => short((emu) => measureScale(b, emu)), (o) => o.scale.foreign_busy_pct ?? 0);
+      if (sc?.profile) printProfile(sc.profile);
+      if (sc) result.scale = sc.scale;
     }
     if (run('baseline')) {
-      const { baseline } = await phase('baseline', () => short((emu) => measureBaseline(b, emu)), (o) => o.worstForeignPct);
-      result.baseline = baseline;
+      const base = await phase('baseline', () => short((emu) => measureBaseline(b, emu)), (o) => o.worstForeignPct);
+      if (base) result.baseline = base.baseline;
     }
-    if (run('lateness')) {
-      const t = await phase('scale_timing', () => short((emu) => measureLateness(b, emu)));
+    const t = run('lateness') ? await phase('scale_timing', () => short((emu) => measureLateness(b, emu))) : null;
+    if (t) {
       const production = result.scale?.expired ?? null;
       result.scale ??= {};
       Object.assign(result.scale, {
@@ -256,14 +270,14 @@ async function main(): Promise<void> {
     }
     if (run('reaction')) {
       // Steady churn (the figure the target is about), then, in full mode, a mass stop.
-      result.reaction_ms = await phase('reaction', () => short((emu) => measureReaction(b, emu, { label: 'steady', triggersPerS: sizes.reactionRate })));
-      if (!QUICK) {
+      result.reaction_ms = (await phase('reaction', () => short((emu) => measureReaction(b, emu, { label: 'steady', triggersPerS: sizes.reactionRate })))) ?? undefined;
+      if (!QUICK && result.reaction_ms) {
         result.reaction_ms.mass_stop = await phase('reaction_mass_stop', () => short((emu) => measureReaction(b, emu, { label: 'mass', triggersPerS: null })));
         // The same mass stop with each job in its process group only, beside the default containment.
         const pg = await phase('reaction_mass_stop_pg', () =>
           short((emu) => measureReaction(b, emu, { label: 'mass_pg', triggersPerS: null, env: { LEASE_KEEPER_CONTAINMENT: 'process-group' } })),
         );
-        result.reaction_ms.mass_stop_by_containment = { [result.reaction_ms.mass_stop.containment ?? 'default']: result.reaction_ms.mass_stop, 'process-group': pg };
+        result.reaction_ms.mass_stop_by_containment = { [result.reaction_ms.mass_stop?.containment ?? 'default']: result.reaction_ms.mass_stop, 'process-group': pg };
       }
     }
     if (run('scaling')) Object.assign(result, await phase('scaling', () => measureScaling(b)));
@@ -271,6 +285,7 @@ async function main(): Promise<void> {
   } finally {
     await cleanup();
   }
+  if (Object.keys(failures).length > 0) result.failures = failures;
   result.duration_s = round((performance.now() - t0) / 1000, 1);
   // Every measurement ran a private copy of the build made at the start (others may rebuild dist/ meanwhile).
   result.git.dist_rebuilt_during_run = distStamp() !== built;

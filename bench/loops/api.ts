@@ -25,15 +25,20 @@ export class BareApi {
   }
 
   async call<T>(method: 'GET' | 'POST', path: string, extra: Record<string, string> = {}, body?: string): Promise<T> {
-    const res = await this.pool.request({
-      path: this.base + path,
-      method,
-      headers: { ...this.headers, 'x-request-id': randomUUID(), ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...extra },
-      ...(body === undefined ? {} : { body }),
-    });
-    const reply: unknown = await res.body.json();
-    if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${JSON.stringify(reply)}`);
-    return reply as T;
+    const headers = { ...this.headers, 'x-request-id': randomUUID(), ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...extra };
+    // The one retry any client needs: a keep-alive connection the server closed as the call went out
+    // (its keepAliveTimeout). The same headers, so the same Idempotency-Key.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await this.pool.request({ path: this.base + path, method, headers, ...(body === undefined ? {} : { body }) });
+        const reply: unknown = await res.body.json();
+        if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${JSON.stringify(reply)}`);
+        return reply as T;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (attempt >= 3 || (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET')) throw err;
+      }
+    }
   }
 
   poll(blockMs: number): Promise<BareItem | null> {

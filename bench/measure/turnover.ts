@@ -79,17 +79,24 @@ function startFloor(emu: Emulator, args: string[]): { child: ChildProcessByStdio
   const pid = track(child.pid);
   const lines = createInterface({ input: child.stdout });
   const queue: string[] = [];
-  const waiting: ((l: string) => void)[] = [];
+  const waiting: { resolve: (l: string) => void; reject: (err: Error) => void }[] = [];
+  let gone: Error | null = null;
   lines.on('line', (l) => {
     const w = waiting.shift();
-    if (w) w(l);
+    if (w) w.resolve(l);
     else queue.push(l);
   });
+  // A floor that died (a bug, or a failure it does not retry) fails the measurement instead of hanging it.
+  child.once('exit', (code, signal) => {
+    gone = new Error(`the floor exited (${code ?? signal}) before answering`);
+    for (const w of waiting.splice(0)) w.reject(gone);
+  });
   const next = <T>(): Promise<T> =>
-    new Promise<string>((r) => {
+    new Promise<string>((resolve, reject) => {
       const l = queue.shift();
-      if (l !== undefined) r(l);
-      else waiting.push(r);
+      if (l !== undefined) resolve(l);
+      else if (gone) reject(gone);
+      else waiting.push({ resolve, reject });
     }).then((l) => JSON.parse(l) as T);
   const kill = (): void => {
     child.kill('SIGKILL');
