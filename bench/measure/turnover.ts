@@ -198,7 +198,7 @@ async function shortWindow(b: Bench, emu: Emulator, pid: () => number, warmS: nu
 /** Short jobs (`true`) at the short concurrency: the keeper with `env`, then the floor in the matching containment. */
 async function shortPair(b: Bench, env: Record<string, string>): Promise<ShortPair> {
   const c = b.sizes.shortConcurrency;
-  const warmS = b.quick ? 1.5 : 3;
+  const warmS = b.quick ? 1 : 3;
   let contained: string | null = null;
   const keeper = await withEmulator(null, async (emu) => {
     const k = spawnKeeper(emu, { workerId: 'bench-short', concurrency: c, command: ['true'], logFile: join(b.work, `short-${env.LEASE_KEEPER_CONTAINMENT ?? 'default'}.log`), env });
