@@ -18,7 +18,7 @@ import { writeJob } from './harness/job.js';
 import { describeAction, drawPlan } from './harness/plan.js';
 import { type ScenarioResult, runScenario } from './harness/scenario.js';
 import { addScenario, emptyTotals, formatTotals } from './harness/summary.js';
-import { keptTmpdir } from '../support/processes.js';
+import { keptReportDir } from '../support/processes.js';
 
 const env = process.env;
 const one = env.CHAOS_SEED;
@@ -27,7 +27,7 @@ const count = Number(env.CHAOS_SCENARIOS ?? 200);
 const seeds = one !== undefined && one !== '' ? [Number(one)] : Array.from({ length: count }, (_, i) => base + i);
 // The job script and its fifo live in the run's temporary directory; the summary is kept outside it.
 const workDir = join(tmpdir(), `lk-chaos-run-${process.pid}`);
-const reportDir = join(keptTmpdir(), `lk-chaos-run-${process.pid}`);
+const reportDir = keptReportDir();
 mkdirSync(workDir, { recursive: true });
 const job = writeJob(workDir);
 const results: ScenarioResult[] = [];

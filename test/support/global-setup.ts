@@ -8,7 +8,7 @@
  *     were reparented to PID 1 (a job's grandchild whose keeper was SIGKILLed);
  *   - TMPDIR=<a fresh lk-test-run-* directory>: os.tmpdir() of every worker, keeper and job, so what the
  *     run leaves is told apart from what other runs on the same machine create at the same time (what a
- *     test leaves on purpose, such as the chaos suite's report, goes to LK_TEST_OUTER_TMP, see keptTmpdir).
+ *     test leaves on purpose, such as the chaos suite's report, goes to reports/chaos in the checkout, see keptReportDir).
  * Teardown waits a moment for processes still on their way out, then fails the run when any process of
  * the run is alive (the marker, or still a descendant of vitest other than its own workers) or anything
  * is left in the run's temporary directory. It kills and removes what it found either way, so one bad run

@@ -4,8 +4,8 @@
  * teardown (test/support/global-setup.ts) and the integration tests' keepers use it; so does the chaos
  * harness (test/chaos/harness/scenario.ts).
  */
-import { readFileSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 export interface ProcInfo {
   pid: number;
@@ -137,8 +137,11 @@ export function suiteEnv(): Record<string, string> {
 
 /**
  * Where a run puts what it leaves on purpose for the reader (the chaos suite's summary, a failed
- * scenario's logs): the temporary directory outside the run's own, which the teardown empties.
+ * scenario's logs): `reports/chaos` in the checkout (git-ignored), not the temporary directory, so that
+ * runs do not pile up there. The summary is overwritten by the next run.
  */
-export function keptTmpdir(): string {
-  return process.env.LK_TEST_OUTER_TMP ?? tmpdir();
+export function keptReportDir(): string {
+  const dir = resolve('reports', 'chaos');
+  mkdirSync(dir, { recursive: true });
+  return dir;
 }

@@ -5,7 +5,7 @@
  *
  * The soak (bench/soak) drives the same class with a fault loop instead of a fixed plan.
  */
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { type AdminItem, type Emulator, type FaultSpec, startEmulator } from '../../../src/emulator/index.js';
@@ -14,7 +14,7 @@ import { type CheckResult, type KeeperRecord, checkScenario } from './check.js';
 import { type JobFiles, parseRecordLines, sessionId } from './job.js';
 import { type Action, type ItemSpec, type KeeperSpec, type Plan, describeAction } from './plan.js';
 import { Rng } from './prng.js';
-import { keptTmpdir, killWithEnv, procsWithEnv } from '../../support/processes.js';
+import { keptReportDir, killWithEnv, procsWithEnv } from '../../support/processes.js';
 import { bootGate } from './gate.js';
 import { RunWatcher } from './watch.js';
 
@@ -432,8 +432,9 @@ export class Scenario {
     if (failed || this.opts.keepDir) {
       this.dumpLogs();
       // Out of the run's temporary directory, which the suite's teardown empties: this one is for the reader.
-      keptDir = join(keptTmpdir(), basename(this.dir));
-      renameSync(this.dir, keptDir);
+      keptDir = join(keptReportDir(), basename(this.dir));
+      cpSync(this.dir, keptDir, { recursive: true });
+      rmSync(this.dir, { recursive: true, force: true });
     } else {
       rmSync(this.dir, { recursive: true, force: true });
     }
