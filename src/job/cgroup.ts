@@ -30,6 +30,7 @@ import { SpawnError } from './errors.js';
 import { readStat } from './group-members.js';
 import { startLeader, type JobSpec, type LaunchDeps } from './launch.js';
 import { formatRunId, waitUntil } from './run-tag.js';
+import { KillDeadline } from './kill-deadline.js';
 
 /** Per-job limits, already parsed (config): bytes, a count, a fraction of one CPU (2 = 200%). */
 export interface JobLimits {
@@ -439,8 +440,7 @@ export class CgroupJob implements ContainedJob {
   #exit: JobExit | null = null;
   #isEmpty = false;
   #lastSignal: SentSignal | null = null;
-  #killAtMs = Infinity;
-  #killTimer: NodeJS.Timeout | null = null;
+  readonly #killDeadline = new KillDeadline(() => this.kill());
   #stopping: Promise<JobExit> | null = null;
   #accounting: JobAccounting | null = null;
   #resolveEmpty!: () => void;
@@ -525,13 +525,7 @@ export class CgroupJob implements ContainedJob {
   }
 
   killAt(atMs: number): void {
-    if (this.#isEmpty || atMs >= this.#killAtMs) return;
-    this.#killAtMs = atMs;
-    if (this.#killTimer !== null) clearTimeout(this.#killTimer);
-    this.#killTimer = setTimeout(() => {
-      this.#killTimer = null;
-      this.kill();
-    }, Math.max(0, atMs - performance.now()));
+    if (!this.#isEmpty) this.#killDeadline.bringForward(atMs);
   }
 
   escalate(): void {
@@ -553,7 +547,7 @@ export class CgroupJob implements ContainedJob {
     const check = (): void => {
       if (this.#isEmpty) return;
       if (populated(this.#dir)) {
-        if (performance.now() >= this.#killAtMs) killCgroup(this.#dir);
+        if (performance.now() >= this.#killDeadline.atMs) killCgroup(this.#dir);
         return;
       }
       watcher?.close();
@@ -573,8 +567,7 @@ export class CgroupJob implements ContainedJob {
   #becomeEmpty(): void {
     if (this.#isEmpty) return;
     this.#isEmpty = true;
-    if (this.#killTimer !== null) clearTimeout(this.#killTimer);
-    this.#killTimer = null;
+    this.#killDeadline.cancel();
     this.#accounting = readAccounting(this.#dir);
     removeCgroup(this.#dir);
     this.#resolveEmpty();

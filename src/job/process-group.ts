@@ -4,6 +4,7 @@ import type { JobExit } from '../lease/outcome.js';
 import type { ContainedJob, JobAccounting, SentSignal, StopOptions } from './containment.js';
 import { groupGone, liveMembers, scanGroups, signalGroup, type GroupScan } from './group-members.js';
 import { startLeader, type JobSpec, type LaunchDeps } from './launch.js';
+import { KillDeadline } from './kill-deadline.js';
 import { SurvivorPoll } from './survivor-poll.js';
 
 export type { JobSpec } from './launch.js';
@@ -77,8 +78,7 @@ export class ProcessGroup implements ContainedJob {
   #known: number[] = [];
   #lastSignal: SentSignal | null = null;
   #lastKillMs = -Infinity;
-  #killAtMs = Infinity;
-  #killTimer: NodeJS.Timeout | null = null;
+  readonly #killDeadline = new KillDeadline(() => this.#killSafely());
   #stopping: Promise<JobExit> | null = null;
   #failStop: ((err: unknown) => void) | null = null;
   /** Proven gone (ESRCH): its id may now be reused, so it is never signalled again. */
@@ -203,13 +203,7 @@ export class ProcessGroup implements ContainedJob {
 
   /** SIGKILLs the group at `atMs` (performance.now() time) unless it is empty by then; never later than already set. */
   killAt(atMs: number): void {
-    if (this.#isEmpty || atMs >= this.#killAtMs) return;
-    this.#killAtMs = atMs;
-    if (this.#killTimer !== null) clearTimeout(this.#killTimer);
-    this.#killTimer = setTimeout(() => {
-      this.#killTimer = null;
-      this.#killSafely();
-    }, Math.max(0, atMs - performance.now()));
+    if (!this.#isEmpty) this.#killDeadline.bringForward(atMs);
   }
 
   /** SIGKILL now, for a stop in progress or not (a lease fence that cannot wait for the grace). */
@@ -249,15 +243,14 @@ export class ProcessGroup implements ContainedJob {
       return true;
     }
     const now = performance.now();
-    if (now >= this.#killAtMs && now - this.#lastKillMs >= REKILL_EVERY_MS) this.#killSafely();
+    if (now >= this.#killDeadline.atMs && now - this.#lastKillMs >= REKILL_EVERY_MS) this.#killSafely();
     return false;
   }
 
   #becomeEmpty(): void {
     this.#isEmpty = true;
     this.#known = [];
-    if (this.#killTimer !== null) clearTimeout(this.#killTimer);
-    this.#killTimer = null;
+    this.#killDeadline.cancel();
     this.#resolveEmpty();
   }
 }
