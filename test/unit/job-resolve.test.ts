@@ -112,8 +112,10 @@ describe('group-members and launch helpers', () => {
   it('sees our own process group as live and refuses to signal groups 0 and 1', () => {
     const ownGroup = readStat(process.pid)!.pgrp;
     expect(liveMembers(ownGroup)).toContain(process.pid);
-    expect(() => signalGroup(0, 0)).toThrow(RangeError);
-    expect(() => signalGroup(1, 'SIGKILL')).toThrow(RangeError);
+    // Signal 0 only: were the guard ever broken (a mutant), kill(-1, SIGKILL) as root would end every process on the machine.
+    expect(() => signalGroup(0, 0)).toThrow(new RangeError('refusing to signal process group 0'));
+    expect(() => signalGroup(1, 0)).toThrow(new RangeError('refusing to signal process group 1'));
+    expect(() => signalGroup(4242.5, 0)).toThrow(new RangeError('refusing to signal process group 4242.5'));
     expect(liveMembers(2 ** 22 + 12345)).toEqual([]);
   });
 
