@@ -203,6 +203,7 @@ export class TagContainment extends GroupContainment {
   async sweep(): Promise<SweptJob[]> {
     const found = this.#scan(`${this.keeper.workerId}/`) ?? new Map<string, readonly number[]>();
     const swept: SweptJob[] = [];
+    const killed: number[] = [];
     for (const [tag, pids] of found) {
       const run = parseRunId(tag);
       if (run === null || run.workerId !== this.keeper.workerId) continue;
@@ -215,9 +216,12 @@ export class TagContainment extends GroupContainment {
           // already gone
         }
       }
+      killed.push(...pids);
       swept.push({ workId, keeperPid: run.keeperPid, where: `${RUN_ID_VARIABLE}=${tag}`, processes: pids.length });
     }
-    await waitUntil(() => [...found.values()].flat().every((pid) => !isRunning(pid)), 5_000);
+    // Only what it killed: a live keeper's tagged processes (same worker id) run on, and waiting for them
+    // held the start-up for the whole 5 s.
+    await waitUntil(() => killed.every((pid) => !isRunning(pid)), 5_000);
     return swept;
   }
 }
