@@ -166,12 +166,15 @@ export function launcherArgs(cgroupDir: string, oomScore: number | null, path: s
   return [LAUNCHER_SHELL, ['-c', LAUNCHER_SCRIPT, 'lease-keeper-launch', cgroupDir, oomScore === null ? '-' : String(oomScore), path, ...args]];
 }
 
-/** Every pid in the cgroup and its descendants. */
+/**
+ * Every pid in the cgroup and its descendants. Only whole lines of digits count: an empty line read as
+ * pid 0 would signal the keeper's own process group.
+ */
 export function cgroupPids(dir: string): number[] {
   const pids: number[] = [];
   const visit = (d: string): void => {
     try {
-      for (const line of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n')) if (line !== '') pids.push(Number(line));
+      for (const pid of readFileSync(join(d, 'cgroup.procs'), 'utf8').match(/^\d+$/gm) ?? []) pids.push(Number(pid));
       for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) visit(join(d, e.name));
     } catch {
       // removed meanwhile
