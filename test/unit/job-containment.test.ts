@@ -91,9 +91,10 @@ async function pidFrom(file: string): Promise<number> {
 /** A daemon that leaves the job's session and process group and ignores SIGTERM; writes its pid to `file`. */
 const daemon = (file: string) => `setsid bash -c 'trap "" TERM; echo $$ > ${file}.tmp; mv ${file}.tmp ${file}; exec sleep 60' &`;
 
-/** Removes a cgroup subtree a test created, killing what is left in it. */
+/** Removes a cgroup subtree a test created, killing what is left in it (never the mount's root: that is every process). */
 function removeTree(path: string): void {
   if (!existsSync(path)) return;
+  if (path === cgroup2MountPoint()) throw new Error(`refusing to kill and remove the cgroup root ${path}`);
   killCgroup(path);
   for (const e of readdirSync(path, { withFileTypes: true })) if (e.isDirectory()) removeTree(join(path, e.name));
   for (let i = 0; i < 100; i++) {
@@ -339,10 +340,16 @@ describe.runIf(prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgro
 
   beforeEach(() => {
     workerId = `ut-${process.pid}-${Math.random().toString(36).slice(2, 6)}`;
+    // These tests need the root layout (the test runs in the root cgroup, as on CI). Checked before open(),
+    // which would move this process into a leaf, and the cleanup path is named here, not taken from the code
+    // under test: a slip there (a parent at the cgroup root) must fail the test, not kill every process.
+    const mount = cgroup2MountPoint()!;
+    const parent = join(mount, `lease-keeper-${workerId}`);
+    expect(CgroupContainment.plan({ workerId })).toEqual({ ok: true, layout: { mount, parent, keeperLeaf: null, above: mount } });
+    cleanups.push(() => removeTree(parent));
     const opened = CgroupContainment.open({ workerId, oomScore: 700 });
     if (!opened.ok) throw new Error(opened.reason);
     cg = opened.containment;
-    cleanups.push(() => removeTree(cg.layout.parent));
   });
 
   const cgroupOf = (pid: number): string => readFileSync(`/proc/${pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)![1]!;
