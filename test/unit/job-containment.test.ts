@@ -387,13 +387,15 @@ describe.runIf(prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgro
     const daemonPid = join(dir, 'daemon');
     const ready = join(dir, 'ready');
     // Each process records every SIGTERM it handles, then lingers so that a second one would be recorded too.
-    const rec = (who: string) => `trap 'echo ${who} >> ${out}; sleep 0.3; exit 0' TERM`;
+    // Each says it is ready once its trap is set (a fixed sleep was too short under load: a process
+    // that got the signal before its trap died without recording it).
+    const rec = (who: string) => `trap 'echo ${who} >> ${out}; sleep 0.3; exit 0' TERM; touch ${ready}.${who}`;
     const job = run(
       cg,
       `setsid bash -c 'echo $$ > ${daemonPid}; ${rec('daemon').replace(/'/g, '"')}; while :; do sleep 0.05; done' & ` +
-        `bash -c "${rec('child')}; while :; do sleep 0.05; done" & ${rec('leader')}; sleep 0.2; touch ${ready}; while :; do sleep 0.05; done`,
+        `bash -c "${rec('child')}; while :; do sleep 0.05; done" & ${rec('leader')}; while :; do sleep 0.05; done`,
     );
-    await waitFor('the job set its traps up', () => existsSync(ready));
+    await waitFor('the job set its traps up', () => ['daemon', 'child', 'leader'].every((who) => existsSync(`${ready}.${who}`)));
     const daemon = await pidFrom(daemonPid);
     // Whether a doubled signal is handled twice is a race; which signals are sent is not.
     const groupSignals: number[] = [];
