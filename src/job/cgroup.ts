@@ -512,6 +512,15 @@ export class CgroupJob implements ContainedJob {
   kill(): boolean {
     if (this.#isEmpty) return false;
     const any = this.#exit === null || populated(this.#dir);
+    // Right after the spawn the leader may not be in its cgroup yet (the launcher moves itself first
+    // thing, before it forks): cgroup.kill misses it. While it is unreaped its group is safe to signal.
+    if (this.#exit === null) {
+      try {
+        process.kill(-this.pid, 'SIGKILL');
+      } catch {
+        // ESRCH: the leader is exiting
+      }
+    }
     killCgroup(this.#dir);
     if (any) this.#lastSignal = { signal: 'SIGKILL', atMs: performance.now() };
     return any;
