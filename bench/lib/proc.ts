@@ -51,6 +51,14 @@ export function threadTimes(pid: number): Record<string, number> {
   return out;
 }
 
+/**
+ * Voluntary context switches of a process's main thread: how often it went to sleep waiting for work,
+ * i.e. its wake-ups. Per request it shows how bunched the requests came (bunched ones share a wake-up).
+ */
+export function wakeups(pid: number): number {
+  return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+}
+
 /** VmHWM (peak) and VmRSS (current) in MB. */
 export function memoryMb(pid: number): { hwm: number; rss: number } {
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
