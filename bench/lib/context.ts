@@ -61,7 +61,7 @@ export const SIZES: { quick: Sizes; full: Sizes } = {
     reactionPerKeeper: 75,
     reactionRate: 10,
     fenceKeepers: 8,
-    ratioPairs: 3,
+    ratioPairs: 5,
     ratioWindowS: 15,
     scalingPoints: [1, 10, 100, 1000, 10_000],
     scalingTtlS: null,

@@ -1,13 +1,14 @@
 // One keeper claiming N queued items and holding their leases (job `sleep`): the core of the scale,
 // lateness, scaling and ratio measurements. The emulator's events are read as they come (EventFeed), so
-// that 10,000 leases fit.
+// that 10,000 leases fit, except during the hold: the measured window leaves the emulator alone (its CPU
+// per beat is the ratio's control), and its events are read once it has ended.
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Bench } from './context.js';
 import { EventFeed, type Emulator } from './emulator.js';
 import { logMs, spawnKeeper, type Keeper, type LogLine } from './keeper.js';
 import { perfRecord, printPerf } from './perf.js';
-import { cpuMeter, cpuSeconds, foreignMeter, memoryMb, type CpuReading } from './proc.js';
+import { cpuMeter, cpuSeconds, foreignMeter, memoryMb, wakeups, type CpuReading } from './proc.js';
 import { sleep, waitUntil } from './time.js';
 
 export interface HoldOptions {
@@ -39,6 +40,10 @@ export interface Hold {
   holdEnd: number;
   cpu: CpuReading;
   emulatorCpuSeconds: number;
+  /** Wake-ups of the emulator's main thread over the hold (voluntary context switches). */
+  emulatorWakeups: number;
+  /** Beats of the hold that reached the emulator in the same millisecond as the one before. */
+  bunchedInHold: number;
   foreignPct: number;
   mem: { hwm: number; rss: number };
   /** Open file descriptors of the keeper at the end of the hold, and its soft limit. */
@@ -68,6 +73,8 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
   let holdStart = Infinity;
   let holdEnd = Infinity;
   let beatsInHold = 0;
+  let bunchedInHold = 0;
+  let lastHoldBeat = -1;
   let expired = 0;
   let rejected = 0;
   const rejectedAt = new Map<string, number>();
@@ -76,7 +83,11 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
     if (e.type === 'heartbeat_accepted' && e.work_id !== undefined) {
       if (e.new_lease) {
         if (!firstLease.has(e.work_id)) firstLease.set(e.work_id, e.t_ms);
-      } else if (e.t_ms >= holdStart && e.t_ms < holdEnd) beatsInHold++;
+      } else if (e.t_ms >= holdStart && e.t_ms < holdEnd) {
+        beatsInHold++;
+        if (e.t_ms === lastHoldBeat) bunchedInHold++;
+        lastHoldBeat = e.t_ms;
+      }
       if (debug) beats.push({ workId: e.work_id, expected: e.expected, t: e.t_ms });
     } else if (e.type === 'lease_expired' && e.t_ms <= holdEnd) expired++;
     else if (e.type === 'heartbeat_rejected' && e.work_id !== undefined) {
@@ -105,15 +116,18 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
       },
       { timeoutMs: o.fillTimeoutMs ?? 120_000, everyMs: 100, what: `${o.items} jobs started` },
     );
+    await feed.pause(); // no reads of the emulator's log during the hold
     holdStart = Date.now();
     b.log(`${o.label}: ${o.items} leases held and jobs started ${((holdStart - k.spawnedAt) / 1000).toFixed(2)} s after spawn; holding ${o.holdS} s (log level ${o.logLevel ?? 'info'})`);
     const meter = cpuMeter(k.pid);
     const emuMeter = cpuMeter(emu.pid);
+    const emuWakeups0 = wakeups(emu.pid);
     const foreign = foreignMeter();
     const perf = o.perf ? perfRecord(k.pid, o.holdS, o.label, b.work) : null;
     await sleep(o.holdS * 1000);
     const cpu = meter.read();
     const emuCpu = emuMeter.read();
+    const emulatorWakeups = wakeups(emu.pid) - emuWakeups0;
     const foreignPct = foreign.read();
     if (perf) printPerf(`${o.label} keeper, hold window`, await perf, k.pid);
     const mem = memoryMb(k.pid);
@@ -122,6 +136,7 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
     holdEnd = Date.now();
     const cpuTotalSeconds = cpuSeconds(k.pid);
     await sleep(500); // let beats planned just before holdEnd arrive
+    feed.resume(o.items >= 1000 ? 1000 : 2000);
     await feed.pull();
 
     // The reaction sample: takeovers (412 at the next heartbeat), after the measured window.
@@ -156,6 +171,8 @@ export async function holdLeases(b: Bench, emu: Emulator, o: HoldOptions): Promi
       holdEnd,
       cpu,
       emulatorCpuSeconds: emuCpu.cpuSeconds,
+      emulatorWakeups,
+      bunchedInHold,
       foreignPct,
       mem,
       fds,

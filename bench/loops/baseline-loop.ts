@@ -70,7 +70,10 @@ async function poller(): Promise<void> {
     const reply = await api.heartbeat(item.id, 'NO_HEARTBEAT');
     const h: Held = { id: item.id, precondition: reply.last_heartbeat, timer: null };
     held.push(h);
-    h.timer = setTimeout(() => beat(h), planMs());
+    // The first beat at a uniform phase of the interval: the prep claims all items within a fraction of
+    // one interval, and beats planned from there stay bunched for many intervals (the jitter spreads them
+    // only slowly), where the keeper's, claimed over a fill of several seconds, are spread over the interval.
+    h.timer = setTimeout(() => beat(h), Math.random() * intervalMs);
   }
 }
 await Promise.all(Array.from({ length: 16 }, poller));

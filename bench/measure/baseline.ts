@@ -2,6 +2,9 @@
 // sends the same heartbeat traffic, in alternating windows on one emulator (reset before each):
 // keeper, baseline, keeper, baseline, ... The ratio is the median of the pairs' ratios, with its spread;
 // each baseline window sends exactly as many heartbeats as the keeper window before it, at its rate.
+// The control is the emulator's CPU per beat in each window: the driver calls nothing on the emulator during
+// either kind of window, and the baseline spreads its beats over the interval as the keeper's are (its
+// wake-ups per beat and its share of bunched beats are recorded beside it, so a difference shows why).
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -10,15 +13,25 @@ import { PERF_NODE_ARGS, TS_NODE_ARGS, type Bench } from '../lib/context.js';
 import type { Emulator } from '../lib/emulator.js';
 import { holdLeases, type Hold } from '../lib/hold.js';
 import { perfRecord, printPerf } from '../lib/perf.js';
-import { cpuMeter, foreignMeter, memoryMb, track } from '../lib/proc.js';
+import { cpuMeter, foreignMeter, memoryMb, track, wakeups } from '../lib/proc.js';
 import { medianSpread, round } from '../lib/stats.js';
 import { sleep } from '../lib/time.js';
+
+/** One figure of the emulator in each window of a pair. */
+interface PerWindow {
+  keeper_window: number | null;
+  baseline_window: number | null;
+}
 
 interface Window {
   keeper_us: number | null;
   baseline_us: number | null;
   ratio: number | null;
-  emulator_us: { keeper_window: number | null; baseline_window: number | null };
+  emulator_us: PerWindow;
+  /** The emulator main thread's wake-ups (voluntary context switches) per beat. */
+  emulator_wakeups_per_beat: PerWindow;
+  /** % of the beats that reached the emulator in the same millisecond as the one before. */
+  bunched_pct: PerWindow;
   heartbeats: number;
   foreign_busy_pct: { keeper: number | null; baseline: number | null };
 }
@@ -37,7 +50,9 @@ export interface BaselineResult {
     rss_mb: number | null;
     cpu_us_per_heartbeat: number | null;
     keeper_cpu_us_per_heartbeat: number | null;
-    emulator_cpu_us_per_heartbeat: { keeper_window: number | null; baseline_window: number | null };
+    emulator_cpu_us_per_heartbeat: PerWindow;
+    emulator_wakeups_per_beat: PerWindow;
+    bunched_pct: PerWindow;
     windows: Window[];
   };
   /** The worst foreign load of any window, for the runner's re-run rule. */
@@ -51,6 +66,10 @@ interface BaselineWindow {
   wallSeconds: number;
   pct: number;
   emulatorCpuSeconds: number;
+  emulatorWakeups: number;
+  /** Beats the emulator accepted in the window, and how many came in the same ms as the one before. */
+  emulatorBeats: number;
+  bunched: number;
   foreignPct: number;
   rssMb: number;
   intervalMs: number;
@@ -75,8 +94,11 @@ async function baselineWindow(b: Bench, emu: Emulator, items: number, keeper: Ho
     const ready = await next<{ ready?: boolean }>();
     if (!ready.ready) throw new Error('baseline did not get ready');
     await sleep(500); // leave the prep (acks) behind
+    const since = await emu.admin.lastSeq();
+    const t0 = Date.now();
     const meter = cpuMeter(pid);
     const emuMeter = cpuMeter(emu.pid);
+    const emuWakeups0 = wakeups(emu.pid);
     const foreign = foreignMeter();
     const done = next<{ sent: number; failures: number }>();
     const perf = b.perf ? perfRecord(pid, keeper.cpu.wallSeconds, label, b.work) : null;
@@ -84,8 +106,20 @@ async function baselineWindow(b: Bench, emu: Emulator, items: number, keeper: Ho
     const result = await done;
     const cpu = meter.read();
     const emuCpu = emuMeter.read();
+    const emulatorWakeups = wakeups(emu.pid) - emuWakeups0;
     const foreignPct = foreign.read();
+    const t1 = Date.now();
     if (perf) printPerf(`${label}, heartbeat window`, await perf, pid);
+    // The window's beats as the emulator saw them, read after the window (the keeper's hold does the same).
+    let emulatorBeats = 0;
+    let bunched = 0;
+    let last = -1;
+    for (const e of await emu.admin.events(since)) {
+      if (e.type !== 'heartbeat_accepted' || e.new_lease || e.t_ms < t0 || e.t_ms > t1) continue;
+      emulatorBeats++;
+      if (e.t_ms === last) bunched++;
+      last = e.t_ms;
+    }
     return {
       sent: result.sent,
       failures: result.failures,
@@ -93,6 +127,9 @@ async function baselineWindow(b: Bench, emu: Emulator, items: number, keeper: Ho
       wallSeconds: cpu.wallSeconds,
       pct: cpu.pct,
       emulatorCpuSeconds: emuCpu.cpuSeconds,
+      emulatorWakeups,
+      emulatorBeats,
+      bunched,
       foreignPct,
       rssMb: memoryMb(pid).hwm,
       intervalMs,
@@ -118,14 +155,22 @@ export async function measureBaseline(b: Bench, emu: Emulator): Promise<Baseline
       baseline_us: round(baseUs, 0),
       ratio: round(keeperUs / baseUs, 2),
       emulator_us: { keeper_window: round((k.emulatorCpuSeconds / k.beatsInHold) * 1e6, 0), baseline_window: round((base.emulatorCpuSeconds / base.sent) * 1e6, 0) },
+      emulator_wakeups_per_beat: { keeper_window: round(k.emulatorWakeups / k.beatsInHold, 2), baseline_window: round(base.emulatorWakeups / base.emulatorBeats, 2) },
+      bunched_pct: { keeper_window: round((100 * k.bunchedInHold) / k.beatsInHold, 1), baseline_window: round((100 * base.bunched) / base.emulatorBeats, 1) },
       heartbeats: base.sent,
       foreign_busy_pct: { keeper: round(k.foreignPct, 1), baseline: round(base.foreignPct, 1) },
     });
     worst = Math.max(worst, k.foreignPct, base.foreignPct);
     last = base;
-    b.log(`ratio window ${i + 1}/${b.sizes.ratioPairs}: keeper ${round(keeperUs, 0)} µs, baseline ${round(baseUs, 0)} µs per beat, ratio ${(keeperUs / baseUs).toFixed(2)}`);
+    const w = windows[windows.length - 1]!;
+    b.log(
+      `ratio window ${i + 1}/${b.sizes.ratioPairs}: keeper ${round(keeperUs, 0)} µs, baseline ${round(baseUs, 0)} µs per beat, ratio ${(keeperUs / baseUs).toFixed(2)}; ` +
+        `emulator ${w.emulator_us.keeper_window} / ${w.emulator_us.baseline_window} µs per beat, ${w.emulator_wakeups_per_beat.keeper_window} / ${w.emulator_wakeups_per_beat.baseline_window} wake-ups per beat, ` +
+        `${w.bunched_pct.keeper_window} / ${w.bunched_pct.baseline_window} % bunched (keeper's window / baseline's)`,
+    );
   }
-  const med = (f: (w: Window) => number | null): number | null => medianSpread(windows.map(f).filter((v): v is number => v !== null), 0).median;
+  const med = (f: (w: Window) => number | null, digits = 0): number | null => medianSpread(windows.map(f).filter((v): v is number => v !== null), digits).median;
+  const perWindow = (f: (w: Window) => PerWindow, digits = 0): PerWindow => ({ keeper_window: med((w) => f(w).keeper_window, digits), baseline_window: med((w) => f(w).baseline_window, digits) });
   const ratios = medianSpread(windows.map((w) => w.ratio).filter((v): v is number => v !== null), 2);
   const l = last!;
   return {
@@ -144,7 +189,9 @@ export async function measureBaseline(b: Bench, emu: Emulator): Promise<Baseline
       keeper_cpu_us_per_heartbeat: med((w) => w.keeper_us),
       // Control: the emulator does the same work per beat in both windows, so its cost per beat shows
       // whether the machine ran at the same speed during the two.
-      emulator_cpu_us_per_heartbeat: { keeper_window: med((w) => w.emulator_us.keeper_window), baseline_window: med((w) => w.emulator_us.baseline_window) },
+      emulator_cpu_us_per_heartbeat: perWindow((w) => w.emulator_us),
+      emulator_wakeups_per_beat: perWindow((w) => w.emulator_wakeups_per_beat, 2),
+      bunched_pct: perWindow((w) => w.bunched_pct, 1),
       windows,
     },
     worstForeignPct: worst,
