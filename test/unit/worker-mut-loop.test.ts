@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AuthError, BadRequestError, ConflictError, LeaseLostError, MalformedReplyError, NotFoundError, TransientError } from '../../src/api/errors.js';
 import type { Reply, WorkItem } from '../../src/api/types.js';
 import type { Containment } from '../../src/job/index.js';
-import { Worker, type WorkerOptions, type WorkerResult } from '../../src/worker/loop.js';
+import { CLAIMS_IN_FLIGHT, Worker, type WorkerOptions, type WorkerResult } from '../../src/worker/loop.js';
 import { deferred, fakeJobs, settings } from '../support/fake-worker.js';
 import { wireItem } from '../support/wire.js';
 import { ClaimApi, LEVEL, captureLog, recordEvents } from './worker-mut-harness.js';
@@ -599,5 +599,28 @@ describe('claim loop: an internal error', () => {
     await settle();
     expect(w.named('worker_crashed')).toHaveLength(1);
     expect(w.result()).toMatchObject({ exitCode: 70, reason: 'fatal' });
+  });
+});
+
+describe('claim loop: a cold fill on the shared stop signal', () => {
+  it('CLAIMS_IN_FLIGHT claims at once, each listening to the stop signal: no MaxListenersExceededWarning on stderr', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const api = new ClaimApi();
+      api.auto.ack = false;
+      api.enqueue(...Array.from({ length: 30 }, (_, i) => `work_${String(i).padStart(2, '0')}`));
+      const w = start(api, { concurrency: 20 });
+      await settle();
+      // Eight polls and eight acks in flight, each with its abort listener on the one stop signal.
+      expect(api.acks).toHaveLength(CLAIMS_IN_FLIGHT);
+      await new Promise((r) => process.nextTick(r));
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((m) => m.startsWith('MaxListenersExceededWarning'))).toEqual([]);
+      w.worker.shutdownNow('SIGTERM');
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });
