@@ -8,7 +8,9 @@ import type { CallOptions } from '../../src/api/client.js';
 import type { Reply, WorkHeartbeat, WorkItem } from '../../src/api/types.js';
 import type { Logger } from '../../src/observe/logger.js';
 import type { KeeperEvents } from '../../src/observe/snapshot.js';
-import { FakeApi } from '../support/fake-worker.js';
+import { onAbort } from '../../src/api/cancel.js';
+import { TransientError } from '../../src/api/errors.js';
+import { FakeApi, deferred } from '../support/fake-worker.js';
 import { wireItem } from '../support/wire.js';
 
 export type Line = Record<string, unknown> & { level: number; msg: string };
@@ -94,11 +96,26 @@ export class ClaimApi extends ScriptedApi {
   /** When set, every ack waits for it, whatever its signal does (a reply already on its way). */
   ackGate: Promise<Reply<WorkItem>> | null = null;
 
+  /** Answer a poll on an empty queue with null after its blockMs, as the server's long poll does (else it waits for work). */
+  longPoll = false;
+
   override poll(p: unknown, opts: CallOptions = {}): Promise<Reply<WorkItem | null>> {
     this.pollCalls.push({ params: { ...(p as Record<string, unknown>) }, opts, at: Date.now() });
     if (this.pollAnswers.length > 0) {
       const a = this.pollAnswers.shift()!;
       return a === null ? Promise.resolve({ value: null, requestId: 'req-empty', status: 200 }) : Promise.reject(a);
+    }
+    if (this.longPoll && this.auto.poll && this.queue.length === 0) {
+      const answer = deferred<Reply<WorkItem | null>>();
+      this.polls.push({ answer });
+      const timer = setTimeout(() => answer.resolve({ value: null, requestId: 'req-empty', status: 200 }), (p as { blockMs: number }).blockMs);
+      if (opts.signal) {
+        onAbort(opts.signal, () => {
+          clearTimeout(timer);
+          if (!answer.settled) answer.reject(new TransientError('poll aborted'));
+        });
+      }
+      return answer.promise;
     }
     return super.poll(p, opts);
   }

@@ -38,6 +38,7 @@ function harness(
   const jobs = fakeJobs();
   const cap = captureLog();
   const ev = recordEvents();
+  const t0 = Date.now();
   const l = new ItemLease(ITEM, {
     api: api.asApi(),
     settings: settings(over.settings),
@@ -53,7 +54,7 @@ function harness(
   });
   let result: ItemResult | null = null;
   void l.done.then((r) => (result = r));
-  return { l, jobs, ...cap, ...ev, result: () => result };
+  return { l, jobs, t0, ...cap, ...ev, result: () => result };
 }
 
 /** A fake job with a `where`, stop options recorded, and hooks to make its signals fail. */
@@ -891,5 +892,121 @@ describe('ItemLease: shutdown modes', () => {
     await settle();
     expect(api.metadataCalls[0]!.metadata).toMatchObject({ outcome: 'failed', exit_code: '5' });
     expect(h.result()).toMatchObject({ outcome: 'failed', exitCode: 5 });
+  });
+});
+
+describe('ItemLease: the lease runs out during the report', () => {
+  it('report_abandoned: a report still retrying at deadline - margin is given up; no stop is sent after it, the item ends then', async () => {
+    const api = new ScriptedApi();
+    const h = harness(api);
+    // The metadata call fails, asking for a minute's wait: longer than the lease has left.
+    api.metadataAnswers = [new TransientError('HTTP 503', { status: 503, retryAfterMs: 60_000 })];
+    void h.l.start();
+    await settle();
+    h.jobs.jobs[0]!.finish(0);
+    await settle();
+    expect(api.metadataCalls).toHaveLength(1);
+    // The lease was taken at t=0 for 30 s; margin 2 s: the report may run until t=28 s.
+    await vi.advanceTimersByTimeAsync(27_999);
+    expect(h.named('report_abandoned')).toEqual([]);
+    expect(h.result()).toBeNull();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.named('report_abandoned')).toHaveLength(1);
+    await settle();
+    expect(h.result()).toMatchObject({ outcome: 'completed' });
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(api.metadataCalls).toHaveLength(1);
+    expect(api.stopCalls).toEqual([]);
+  });
+});
+
+describe('ItemLease: the confirming stop', () => {
+  it('carries the report signal and the 10 s deadline too', async () => {
+    const api = new ScriptedApi();
+    const h = harness(api);
+    api.stopAnswers = ['stopping', 'stopped'];
+    void h.l.start();
+    await settle();
+    h.jobs.jobs[0]!.finish(0);
+    await settle();
+    expect(api.stopCalls).toHaveLength(2);
+    for (const c of api.stopCalls) {
+      expect(c.workId).toBe('work_m1');
+      expect(c.opts.timeoutMs).toBe(10_000);
+      expect(c.opts.signal).toBe(api.metadataCalls[0]!.opts.signal);
+    }
+  });
+});
+
+describe('ItemLease: the job output pipes and usage', () => {
+  it('both of the job\'s pipes, stdout and stderr, are handed to the output', async () => {
+    const api = new ScriptedApi();
+    const handed: { stdout: unknown; stderr: unknown }[] = [];
+    const output = {
+      mode: 'prefix' as const,
+      open: async () => ({
+        mode: 'prefix' as const,
+        stdio: ['inherit', 'pipe', 'pipe'] as const,
+        env: {},
+        started: (p: { stdout: unknown; stderr: unknown }) => void handed.push(p),
+        close: async () => false,
+      }),
+    };
+    const pipes = { stdout: { name: 'job stdout' }, stderr: { name: 'job stderr' } };
+    const h = harness(api, { ctx: { output: output as unknown as ItemContext['output'] }, startJob: (spec) => Object.assign(new FakeJob(spec), pipes) });
+    void h.l.start();
+    await settle();
+    expect(handed).toEqual([pipes]);
+    expect(handed[0]!.stderr).toBe(pipes.stderr);
+    expect(handed[0]!.stdout).toBe(pipes.stdout);
+    h.l.shutdownNow();
+  });
+
+  it('metrics without a usage histogram (no jobUsage): a measured job still ends and is reported', async () => {
+    const api = new ScriptedApi();
+    const made: FakeJob[] = [];
+    const { jobUsage: _none, ...events } = recordEvents().events;
+    const h = harness(api, {
+      ctx: { events },
+      startJob: (spec) => (made.push(Object.assign(new FakeJob(spec), { accounting: () => ({ cpuSeconds: 3, memoryPeakBytes: 4, oomKilled: false }) })), made.at(-1)!),
+    });
+    void h.l.start();
+    await settle();
+    made[0]!.finish(0);
+    await settle();
+    expect(h.result()).toMatchObject({ outcome: 'completed' });
+    expect(api.metadataCalls[0]!.metadata).toMatchObject({ cpu_seconds: '3', memory_peak_bytes: '4' });
+  });
+});
+
+describe('ItemLease: events one at a time, in order', () => {
+  it('a first reply that comes after the next beat was due, and a job that cannot start: the beat sent in that same step is cancelled', async () => {
+    const api = new ScriptedApi();
+    api.auto.heartbeat = false;
+    const h = harness(api, {
+      startJob: () => {
+        throw new SpawnError(127, 'not found');
+      },
+    });
+    const gate = deferred<void>();
+    api.stopGate = gate.promise; // the report waits at its stop: the item is not finished yet
+    void h.l.start();
+    await settle();
+    // The first attempt gets no answer within its 5 s cutoff; the retry (same key) is answered at 9.6 s,
+    // when the lease taken at t=0 is already due for its next beat (9.405 s).
+    for (let i = 0; i < 200 && api.heartbeats.length < 2; i++) await vi.advanceTimersByTimeAsync(50);
+    expect(api.heartbeats[1]!.key).toBe(api.heartbeats[0]!.key);
+    await vi.advanceTimersByTimeAsync(9600 - Date.now() + h.t0);
+    api.heartbeats[1]!.answer.resolve(api.grant());
+    await settle();
+    // The spawn was tried (and failed) and the due beat went out in the same step: the failed spawn ends
+    // the lease's advance, so that beat is cancelled, not left running into the report.
+    expect(api.heartbeatCalls).toHaveLength(3);
+    expect(api.stopCalls).toHaveLength(1);
+    expect(h.result()).toBeNull();
+    expect((api.heartbeatCalls[2]!.opts.signal as CallCancel).aborted).toBe(true);
+    gate.resolve();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(h.result()).toMatchObject({ outcome: 'spawn_failed', exitCode: 127 });
   });
 });

@@ -11,7 +11,7 @@ import { AuthError, BadRequestError, ConflictError, LeaseLostError, MalformedRep
 import type { Reply, WorkItem } from '../../src/api/types.js';
 import type { Containment } from '../../src/job/index.js';
 import { CLAIMS_IN_FLIGHT, Worker, type WorkerOptions, type WorkerResult } from '../../src/worker/loop.js';
-import { deferred, fakeJobs, settings } from '../support/fake-worker.js';
+import { FakeJob, deferred, fakeJobs, settings } from '../support/fake-worker.js';
 import { wireItem } from '../support/wire.js';
 import { ClaimApi, LEVEL, captureLog, recordEvents } from './worker-mut-harness.js';
 
@@ -597,7 +597,7 @@ describe('claim loop: an internal error', () => {
     expect(api.pollCalls.length).toBeGreaterThanOrEqual(2);
     api.polls[1]!.answer.resolve({ value: wireItem({ id: 'work_bad', state: 'queued', data: undefined }) as unknown as WorkItem, requestId: 'r', status: 200 });
     await settle();
-    expect(w.named('worker_crashed')).toHaveLength(1);
+    expect(w.named('worker_crashed')).toEqual([expect.objectContaining({ level: LEVEL.fatal, err: expect.objectContaining({ type: 'TypeError' }) })]);
     expect(w.result()).toMatchObject({ exitCode: 70, reason: 'fatal' });
   });
 });
@@ -622,5 +622,154 @@ describe('claim loop: a cold fill on the shared stop signal', () => {
     } finally {
       process.off('warning', onWarning);
     }
+  });
+});
+
+/** Polls sent and not answered yet (the fake keeps an empty queue's polls waiting). */
+const pendingPolls = (api: ClaimApi) => api.polls.filter((p) => !p.answer.settled).length;
+
+describe('claim loop: lanes', () => {
+  it('without --once the worker goes on after an item: it polls again and does not end', async () => {
+    const api = new ClaimApi();
+    api.enqueue('work_g1');
+    const w = start(api); // concurrency 1: while the item runs no claim is in flight
+    await settle();
+    expect(pendingPolls(api)).toBe(0);
+    w.jobs.jobs[0]!.finish(0);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(w.result()).toBeNull();
+    expect(pendingPolls(api)).toBe(1);
+    api.enqueue('work_g2');
+    await settle();
+    expect(w.jobs.jobs).toHaveLength(2);
+  });
+
+  it('after a cold fill the extra claim loops end on the first empty answer: one poll at a time again', async () => {
+    const api = new ClaimApi();
+    api.longPoll = true;
+    api.enqueue('work_l1', 'work_l2', 'work_l3');
+    const w = start(api, { concurrency: 6 });
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(w.jobs.jobs).toHaveLength(3);
+    expect(pendingPolls(api)).toBe(1);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(pendingPolls(api)).toBe(1);
+  });
+
+  it('an extra claim loop whose poll fails ends; the first one goes on alone', async () => {
+    const api = new ClaimApi();
+    api.auto.poll = false;
+    const w = start(api, { concurrency: 4 });
+    await settle();
+    api.polls[0]!.answer.resolve({ value: wireItem({ id: 'work_e1', state: 'queued' }) as unknown as WorkItem, requestId: 'r', status: 200 });
+    await settle();
+    // The first loop claimed work_e1 and polls again; the cold fill added more loops, all polling.
+    const out = api.polls.filter((p) => !p.answer.settled);
+    expect(out.length).toBeGreaterThanOrEqual(2);
+    for (const p of out) p.answer.reject(new TransientError('HTTP 503', { status: 503 }));
+    await settle();
+    // Every loop saw a failure: only the first backs off and polls again.
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(pendingPolls(api)).toBe(1);
+    expect(w.result()).toBeNull();
+  });
+
+  it('a full house: only the first loop waits for a slot, and it claims again once the items are done', async () => {
+    const api = new ClaimApi();
+    api.enqueue('work_s1', 'work_s2', 'work_s3');
+    const w = start(api, { concurrency: 2 });
+    await settle();
+    expect(w.jobs.jobs).toHaveLength(2);
+    w.jobs.jobs[0]!.finish(0);
+    await settle();
+    expect(w.jobs.jobs).toHaveLength(3);
+    w.jobs.jobs[1]!.finish(0);
+    w.jobs.jobs[2]!.finish(0);
+    await vi.advanceTimersByTimeAsync(3000);
+    api.enqueue('work_s4');
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(w.jobs.jobs.map((j) => j.spec.name)).toEqual(['work_s1', 'work_s2', 'work_s3', 'work_s4']);
+    expect(pendingPolls(api)).toBe(1);
+  });
+
+  it('a second burst of work gets the cold fill again: CLAIMS_IN_FLIGHT claims at once', async () => {
+    const api = new ClaimApi();
+    api.longPoll = true;
+    api.auto.ack = false;
+    api.enqueue(...Array.from({ length: 10 }, (_, i) => `work_a${i}`));
+    const w = start(api, { concurrency: 40 });
+    await settle();
+    expect(api.acks.filter((a) => !a.answer.settled)).toHaveLength(CLAIMS_IN_FLIGHT);
+    for (let i = 0; i < 20 && w.jobs.jobs.length < 10; i++) {
+      for (const a of api.acks) if (!a.answer.settled) a.answer.resolve(api.ackReply(a.workId));
+      await settle();
+    }
+    expect(w.jobs.jobs).toHaveLength(10);
+    await vi.advanceTimersByTimeAsync(3000); // the queue is empty: the extra loops have ended
+    expect(pendingPolls(api)).toBe(1);
+    api.enqueue(...Array.from({ length: 20 }, (_, i) => `work_b${i}`));
+    await vi.advanceTimersByTimeAsync(999); // the waiting long poll comes back empty; the next one finds work
+    expect(api.acks.filter((a) => !a.answer.settled)).toHaveLength(CLAIMS_IN_FLIGHT);
+    w.worker.shutdownNow('SIGTERM');
+  });
+
+  it('a drain whose last claim in flight is in an extra loop ends when that claim does', async () => {
+    const api = new ClaimApi();
+    api.auto.poll = false;
+    const w = start(api, { concurrency: 2 });
+    await settle();
+    api.polls[0]!.answer.resolve({ value: wireItem({ id: 'work_x1', state: 'queued' }) as unknown as WorkItem, requestId: 'r', status: 200 });
+    await settle();
+    expect(w.jobs.jobs).toHaveLength(1);
+    // The extra loop's claim: its ack is on its way and will still succeed.
+    const gate = deferred<Reply<WorkItem>>();
+    api.ackGate = gate.promise;
+    api.polls[1]!.answer.resolve({ value: wireItem({ id: 'work_x2', state: 'queued' }) as unknown as WorkItem, requestId: 'r', status: 200 });
+    await settle();
+    expect(api.ackCalls.map((a) => a.workId)).toEqual(['work_x1', 'work_x2']);
+    w.worker.shutdown();
+    w.jobs.jobs[0]!.finish(143);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(w.result()).toBeNull(); // work_x2's claim still holds its slot
+    gate.resolve(api.ackReply('work_x2'));
+    await settle();
+    expect(w.named('released_before_lease')).toEqual([expect.objectContaining({ work_id: 'work_x2' })]);
+    expect(w.result()).toMatchObject({ exitCode: 0, reason: 'shutdown' });
+  });
+});
+
+describe('claim loop: more ends', () => {
+  it('a shutdown during a long poll is no poll failure: no poll_failed line, no error counted', async () => {
+    const api = new ClaimApi();
+    const w = start(api);
+    await settle();
+    expect(pendingPolls(api)).toBe(1);
+    w.worker.shutdown();
+    await settle();
+    expect(w.named('poll_failed')).toEqual([]);
+    expect(w.seen.filter((e) => e === 'poll:error')).toEqual([]);
+    expect(w.result()).toMatchObject({ exitCode: 0, reason: 'shutdown' });
+  });
+
+  it('a poll that rejects with no error at all (a bug below) is retried like a transient failure', async () => {
+    const api = new ClaimApi();
+    api.pollAnswers = [undefined as unknown as Error];
+    const w = start(api);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(w.named('poll_failed')).toHaveLength(1);
+    expect(w.named('worker_crashed')).toEqual([]);
+    expect(w.result()).toBeNull();
+    expect(api.pollCalls).toHaveLength(2);
+  });
+
+  it('the containment configured starts the jobs when no starter is passed', async () => {
+    const api = new ClaimApi();
+    const names: string[] = [];
+    const containment = { kind: 'tag', start: (spec: { name: string }) => (names.push(spec.name), new FakeJob(spec as never)) } as unknown as Containment;
+    api.enqueue('work_t1');
+    const w = start(api, { containment, startJob: undefined });
+    await settle();
+    expect(names).toEqual(['work_t1']);
+    expect(w.worker.snapshot().leases).toHaveLength(1);
   });
 });
