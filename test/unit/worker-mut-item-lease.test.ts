@@ -1010,3 +1010,30 @@ describe('ItemLease: events one at a time, in order', () => {
     expect(h.result()).toMatchObject({ outcome: 'spawn_failed', exitCode: 127 });
   });
 });
+
+describe('ItemLease: the item timer is set only when the wake time moves (bench/README)', () => {
+  it('twice per beat (the attempt\'s cutoff, then the next beat); not for an event that leaves the wake time', async () => {
+    const api = new ScriptedApi();
+    const h = harness(api);
+    void h.l.start();
+    await settle();
+    const armed = vi.spyOn(globalThis, 'setTimeout');
+    try {
+      await vi.advanceTimersByTimeAsync(9405); // the second beat: sent, accepted at once
+      expect(api.heartbeats).toHaveLength(2);
+      expect(armed).toHaveBeenCalledTimes(2);
+      armed.mockClear();
+      // A finish request changes no wake time (the job runs on, heartbeats go on): the timer stays.
+      h.l.shutdownFinish();
+      expect(h.named('shutdown_finish')).toHaveLength(1);
+      expect(armed).not.toHaveBeenCalled();
+      expect(vi.getTimerCount()).toBe(1);
+      await vi.advanceTimersByTimeAsync(9900);
+      expect(api.heartbeats).toHaveLength(3);
+      expect(armed).toHaveBeenCalledTimes(2);
+    } finally {
+      armed.mockRestore();
+    }
+    h.l.shutdownNow();
+  });
+});
