@@ -9,12 +9,12 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CallCancel } from '../../src/api/cancel.js';
-import { ApiError, AuthError, BadRequestError, ConflictError, LeaseLostError, TransientError } from '../../src/api/errors.js';
+import { AuthError, BadRequestError, ConflictError, LeaseLostError, TransientError } from '../../src/api/errors.js';
 import { NO_HEARTBEAT, type WorkItem } from '../../src/api/types.js';
 import { SpawnError, type Containment, type JobSpec, type StopOptions } from '../../src/job/index.js';
 import type { JobExit } from '../../src/lease/outcome.js';
 import { ItemLease, type ItemContext, type ItemResult } from '../../src/worker/item-lease.js';
-import { FakeApi, FakeJob, deferred, fakeJobs, settings } from '../support/fake-worker.js';
+import { FakeJob, deferred, fakeJobs, settings } from '../support/fake-worker.js';
 import { wireItem } from '../support/wire.js';
 import { LEVEL, ScriptedApi, captureLog, recordEvents } from './worker-mut-harness.js';
 
