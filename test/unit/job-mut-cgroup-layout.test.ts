@@ -189,6 +189,14 @@ describe('CgroupContainment.plan and open (fake mount)', () => {
     expect(opened.ok && opened.containment.kind).toBe('cgroup');
   });
 
+  it('open in a delegated cgroup whose leaf is left from an earlier keeper: moves into it all the same', () => {
+    const unit = delegated('lk.service');
+    delegated('lk.service/keeper', []);
+    const opened = CgroupContainment.open({ workerId: 'w1', host: host('0::/lk.service\n') });
+    expect(opened.ok).toBe(true);
+    expect(readFileSync(join(unit, 'keeper', 'cgroup.procs'), 'utf8')).toBe(String(process.pid));
+  });
+
   it('open without limits enables no controller', () => {
     writeFileSync(join(dir, 'cgroup.subtree_control'), 'untouched');
     const opened = CgroupContainment.open({ workerId: 'w1', host: host('0::/\n') });
@@ -262,6 +270,8 @@ describe('limits and accounting files', () => {
     writeFileSync(join(dir, 'memory.peak'), '4096\n');
     writeFileSync(join(dir, 'memory.events'), 'oom_kill 12\n');
     expect(readAccounting(dir)).toEqual({ cpuSeconds: null, memoryPeakBytes: 4096, oomKilled: true });
+    writeFileSync(join(dir, 'memory.peak'), 'x12\n');
+    expect(readAccounting(dir).memoryPeakBytes).toBeNull();
     writeFileSync(join(dir, 'memory.peak'), '12x\n');
     writeFileSync(join(dir, 'memory.events'), 'oom_group_kill 1\n');
     expect(readAccounting(dir)).toMatchObject({ memoryPeakBytes: null, oomKilled: false });

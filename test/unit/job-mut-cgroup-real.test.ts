@@ -100,6 +100,18 @@ describe('killCgroup without cgroup.kill (a fake cgroup: files only)', () => {
     expect(readFileSync(join(dir, 'cgroup.freeze'), 'utf8')).toBe('0');
   });
 
+  it('with cgroup.kill there, that is all: no process is signalled one by one', async () => {
+    const a = spawn('sleep', ['60'], { stdio: 'ignore' });
+    children.push(a);
+    await waitFor('it to run', () => readStat(a.pid!) !== null);
+    writeFileSync(join(dir, 'cgroup.procs'), `${a.pid}\n`);
+    killCgroup(dir); // a fake cgroup: the write lands in a plain file and kills nothing
+    expect(readFileSync(join(dir, 'cgroup.kill'), 'utf8')).toBe('1');
+    await sleep(100);
+    expect(isLive(a.pid!)).toBe(true);
+    expect(existsSync(join(dir, 'cgroup.freeze'))).toBe(false);
+  });
+
   it('without a freezer either, it still SIGKILLs each; a cgroup that is gone is nothing to do', async () => {
     const a = spawn('sleep', ['60'], { stdio: 'ignore' });
     children.push(a);
@@ -209,6 +221,47 @@ describe.runIf(prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgro
     expect(await Promise.race([job.exited, sleep(5_000).then(() => 'still running')])).toEqual({ code: null, signal: 'SIGKILL' });
     await job.empty;
     expect(existsSync(String(job.where.cgroup))).toBe(false);
+  });
+
+  it('interrupt of a job that is one process: delivered by the group signal, stamped', async () => {
+    const ready = join(dir, 'ready');
+    const job = run(`trap 'exit 0' TERM; touch ${ready}; while :; do sleep 0.05; done`);
+    await waitFor('the trap', () => existsSync(ready));
+    const before = performance.now();
+    expect(job.interrupt('SIGTERM')).toBe(true);
+    expect(job.lastSignal?.signal).toBe('SIGTERM');
+    expect(job.lastSignal!.atMs).toBeGreaterThanOrEqual(before);
+    expect(await job.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it('leaves no timer behind once the job is over (the poll, the kill deadline)', async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const pidFile = join(dir, 'daemon');
+    const before = timers();
+    // The leader exits at once, a member stays: the end is awaited by watch and poll.
+    const job = run(`setsid bash -c 'trap "exit 0" TERM; echo $$ > ${pidFile}; while :; do sleep 0.05; done' & while [ ! -s ${pidFile} ]; do sleep 0.01; done`);
+    await pidFrom(pidFile);
+    await job.exited;
+    await job.stop({ signal: 'SIGTERM', graceMs: 60_000 });
+    expect(timers()).toBeLessThanOrEqual(before);
+    // A kill time for a job that is over (a fence after its end) arms nothing.
+    job.killAt(performance.now() + 60_000);
+    job.escalate();
+    expect(timers()).toBeLessThanOrEqual(before);
+  });
+
+  it('the sweep ends a dead keeper\'s populated job cgroup and returns once it is removed', async () => {
+    const name = 'job-work_dead-k999999999-7-1';
+    const path = join(parent, name);
+    mkdirSync(path);
+    const [file, args] = launcherArgs(path, null, '/bin/sh', ['-c', 'sleep 60 & exec sleep 60']);
+    const child = spawn(file, args, { stdio: 'ignore' });
+    children.push(child);
+    await waitFor('two processes in it', () => cgroupPids(path).length === 2);
+    const t0 = performance.now();
+    expect(await cg.sweep()).toEqual([{ workId: 'work_dead', keeperPid: 999999999, where: path, processes: 2 }]);
+    expect(performance.now() - t0).toBeLessThan(3_000);
+    expect(existsSync(path)).toBe(false);
   });
 
   it('escalate: SIGKILL now, whatever grace the stop gave', async () => {
