@@ -76,7 +76,13 @@ afterEach(async () => {
 });
 
 function run(containment: Containment, script: string, extra: { env?: NodeJS.ProcessEnv; name?: string } = {}): ContainedJob {
-  const job = containment.start({ command: ['/bin/bash', '-c', script], env: { ...process.env, ...extra.env }, name: extra.name ?? 'work_test' });
+  // stdin from /dev/null: bash started with a socket as stdin (Stryker's test workers have one) reads ~/.bashrc.
+  const job = containment.start({
+    command: ['/bin/bash', '-c', script],
+    env: { ...process.env, ...extra.env },
+    name: extra.name ?? 'work_test',
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
   jobs.push(job);
   return job;
 }

@@ -144,7 +144,8 @@ describe.runIf(prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgro
   });
 
   const run = (script: string, name = 'work_real'): ContainedJob => {
-    const job = cg.start({ command: ['/bin/bash', '-c', script], env: process.env, name });
+    // stdin from /dev/null: bash started with a socket as stdin (Stryker's test workers have one) reads ~/.bashrc.
+    const job = cg.start({ command: ['/bin/bash', '-c', script], env: process.env, name, stdio: ['ignore', 'inherit', 'inherit'] });
     jobs.push(job);
     return job;
   };
