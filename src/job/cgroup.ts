@@ -201,8 +201,8 @@ export function killCgroup(dir: string): void {
   try {
     writeFileSync(join(dir, 'cgroup.kill'), '1');
     return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !existsSync(dir)) return;
+  } catch {
+    if (!existsSync(dir)) return; // gone: nothing to kill
   }
   freezeAndKill(dir);
 }
@@ -407,16 +407,15 @@ function missingControllers(layout: CgroupLayout, limits: JobLimits): string | n
   return `the ${missing.join(', ')} controller${missing.length > 1 ? 's are' : ' is'} not available in ${source}/cgroup.controllers (has: ${have.join(' ') || 'none'})`;
 }
 
-/** rmdir, retried briefly: the kernel may still be tearing the last task down. */
-function removeCgroup(dir: string): boolean {
+/** rmdir, retried briefly: the kernel may still be tearing the last task down. Best effort. */
+function removeCgroup(dir: string): void {
   for (let i = 0; i < 50; i++) {
     try {
       rmdirSync(dir);
-      return true;
+      return;
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return true;
-      if (code !== 'EBUSY') return false;
+      // ENOENT: gone already; anything but EBUSY will not change by retrying
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY') return;
       // a child cgroup the job created (delegated subtree): remove it first
       try {
         for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeCgroup(join(dir, e.name));
@@ -425,7 +424,6 @@ function removeCgroup(dir: string): boolean {
       }
     }
   }
-  return false;
 }
 
 /** One job in its own cgroup. */
