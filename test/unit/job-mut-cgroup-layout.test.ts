@@ -293,6 +293,8 @@ describe('the pids a stop reaches, and populated', () => {
     expect(cgroupPids(dir).sort()).toEqual([11, 12, 21, 31, 32]);
     writeFileSync(join(dir, 'cgroup.procs'), '');
     expect(cgroupPids(join(dir, 'a', 'b'))).toEqual([31, 32]);
+    rmSync(join(dir, 'a'), { recursive: true });
+    expect(cgroupPids(dir)).toEqual([]); // an empty cgroup
     expect(cgroupPids(join(dir, 'gone'))).toEqual([]);
   });
 

@@ -4,7 +4,7 @@
  * only at `populated 0` and its cgroup (and what it created below) is removed; the freeze fallback for
  * kernels without cgroup.kill. Every process a test starts is killed in teardown, every cgroup removed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,6 +83,20 @@ async function pidFrom(file: string): Promise<number> {
   pids.push(pid);
   return pid;
 }
+
+describe('the launcher\'s own complaint', () => {
+  it('names the launcher and the cgroup, and says the job was not started', () => {
+    const gone = join(dir, 'no-such-cgroup');
+    const [file, args] = launcherArgs(gone, null, '/bin/true', []);
+    const r = spawnSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(r.status).toBe(126);
+    // The shell's own line first (why the write failed), under the launcher's name, then ours.
+    const lines = r.stderr.trim().split('\n');
+    expect(lines[0]).toMatch(/^lease-keeper-launch: /);
+    expect(lines[0]).toContain(`${gone}/cgroup.procs`);
+    expect(lines.at(-1)).toBe(`lease-keeper: the job could not enter its cgroup ${gone}; it was not started`);
+  });
+});
 
 describe('killCgroup without cgroup.kill (a fake cgroup: files only)', () => {
   it('falls back to freeze, SIGKILL each listed process, thaw', async () => {
@@ -218,6 +232,8 @@ describe.runIf(prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgro
     if (!slow.ok) throw new Error(slow.reason);
     const job = slow.containment.start({ command: ['/bin/sleep', '30'], env: process.env, name: 'work_early' });
     jobs.push(job);
+    expect(populated(String(job.where.cgroup))).toBe(false); // not in there yet
+    expect(job.isAlive()).toBe(true);
     expect(job.kill()).toBe(true);
     expect(await Promise.race([job.exited, sleep(5_000).then(() => 'still running')])).toEqual({ code: null, signal: 'SIGKILL' });
     await job.empty;

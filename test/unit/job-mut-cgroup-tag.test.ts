@@ -5,7 +5,7 @@
  * out pid reuse, and the job's OOM score.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -23,6 +23,7 @@ import {
   waitUntil,
   type TagScan,
 } from '../../src/job/run-tag.js';
+import { prerequisite, rootMissing } from '../support/prerequisites.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -46,9 +47,9 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A sleeper in its own process group (pgid = its pid), with `env` added to ours. */
+/** A sleeper in its own process group (pgid = its pid), with `env` added to ours; it ignores SIGTERM (as a stuck job might). */
 function sleeper(env: Record<string, string> = {}): ChildProcess {
-  const child = spawn('sleep', ['60'], { env: { ...process.env, ...env }, stdio: 'ignore', detached: true });
+  const child = spawn('/bin/sh', ['-c', 'trap "" TERM; exec sleep 60'], { env: { ...process.env, ...env }, stdio: 'ignore', detached: true });
   children.push(child);
   return child;
 }
@@ -134,6 +135,7 @@ describe('SharedTagScan and the tagged members of one run', () => {
     const gone = taggedMembers('w/1/2/1', new SharedTagScan('w/1/2/', () => new Map([['w/1/2/1', [outside]]])));
     await waitUntil(() => readStat(outside) === null, 5_000);
     expect(gone.signal('SIGTERM', null)).toBe(false);
+    expect(gone.signal('SIGTERM', inGroup)).toBe(false); // its group cannot be read any more: still no throw
     expect(onlyGroup.signal('SIGKILL', null)).toBe(true);
     await waitUntil(() => !isLive(inGroup), 5_000);
     expect(isLive(inGroup)).toBe(false);
@@ -253,6 +255,20 @@ describe('the job\'s OOM score', () => {
     expect(jobOomScore(0, 0)).toBeNull();
     expect(ownOomScoreAdj()).toBe(Number(readFileSync('/proc/self/oom_score_adj', 'utf8')));
     expect(jobOomScore(10)).toBe(Math.min(1000, ownOomScoreAdj() + 10));
+  });
+
+  // Lowering it back afterwards needs root (CAP_SYS_RESOURCE).
+  it.runIf(prerequisite('root', rootMissing()))('starts from the keeper\'s own score as /proc says it (a unit\'s OOMScoreAdjust=)', () => {
+    const file = '/proc/self/oom_score_adj';
+    const was = readFileSync(file, 'utf8').trim();
+    const own = Math.min(1000, Number(was) + 3);
+    try {
+      writeFileSync(file, String(own));
+      expect(ownOomScoreAdj()).toBe(own);
+      expect(jobOomScore(5)).toBe(Math.min(1000, own + 5));
+    } finally {
+      writeFileSync(file, was); // root may lower it again
+    }
   });
 
   it('is written to the job\'s process; a process that is gone changes nothing', async () => {
