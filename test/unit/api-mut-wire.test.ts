@@ -383,9 +383,14 @@ describe('deadlines and cancels', () => {
     const api = client(rec);
     rec.answers = [
       (h, c) => {
-        setTimeout(() => reply(200, stats)(h, c), 30);
+        const later = setTimeout(() => reply(200, stats)(h, c), 30);
+        c.onAbort = (err) => {
+          clearTimeout(later);
+          h.onResponseError?.(c as never, err);
+        };
       },
     ];
+    // setTimeout takes at most 2^31-1 ms; a longer delay would fire after 1 ms.
     expect((await api.stats({ timeoutMs: 1e12 })).value).toEqual(stats);
   });
 
