@@ -72,6 +72,13 @@ describe('statuses at the edges', () => {
     }
   });
 
+  it('a 400 whose message says something else is not taken for a self_hosted refusal', () => {
+    expect(errorForStatus(400, { errorType: 'invalid_request_error', message: 'metadata is too large' }, undefined, ctx('update_metadata', 'work_1')).message).toBe(
+      'update_metadata work_1: HTTP 400 (invalid_request_error: "metadata is too large") (request id rid-1); the request was rejected as invalid; ' +
+        'this is not retryable, check the configuration (QODER_ENVIRONMENT_ID, QODER_API_URL) and the keeper version',
+    );
+  });
+
   it('a 404 blames the item when the server names a work item, however written', () => {
     const what = (message: string) => errorForStatus(404, { message }, undefined, ctx('get', 'work_1')).message;
     expect(what('Work item not found')).toMatch(/^get work_1: work item work_1 not found: .*; the item no longer exists; drop it$/);
