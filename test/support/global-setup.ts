@@ -11,7 +11,8 @@
  *     test leaves on purpose, such as the chaos suite's report, goes to reports/chaos in the checkout, see keptReportDir).
  * Teardown waits a moment for processes still on their way out, then fails the run when any process of
  * the run is alive (the marker, or still a descendant of vitest other than its own workers) or anything
- * is left in the run's temporary directory. It kills and removes what it found either way, so one bad run
+ * is left in the run's temporary directory. Setup removes the directories of earlier runs that died before
+ * their teardown. It kills and removes what it found either way, so one bad run
  * does not poison the next. LK_TEST_LEFTOVERS=report only prints the report.
  */
 import { randomBytes } from 'node:crypto';
@@ -39,10 +40,39 @@ function runProcesses(run: string, runTmp: string): ProcInfo[] {
   return [...found.values()];
 }
 
+/**
+ * The temporary directories of earlier runs that never reached their teardown (a run killed with SIGKILL,
+ * or StrykerJS's vitest runner, which disposes of vitest without it): each name carries the pid of the run
+ * that made it, and a dead pid's directory is removed. A live pid (another run, or a reused pid) is left.
+ */
+export function removeDeadRunsDirs(outerTmp: string): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(outerTmp);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^lk-test-run-(\d+)-/.exec(name);
+    if (m === null || pidAlive(Number(m[1]))) continue;
+    rmSync(join(outerTmp, name), { recursive: true, force: true });
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export default function setup(): () => Promise<void> {
   const run = `${process.pid}-${randomBytes(4).toString('hex')}`;
   const outerTmp = tmpdir();
-  const runTmp = mkdtempSync(join(outerTmp, 'lk-test-run-'));
+  removeDeadRunsDirs(outerTmp);
+  const runTmp = mkdtempSync(join(outerTmp, `lk-test-run-${process.pid}-`));
   process.env.LK_TEST_RUN = run;
   process.env.TMPDIR = runTmp;
   process.env.LK_TEST_OUTER_TMP = outerTmp;
