@@ -14,12 +14,15 @@ import { JournalServer } from '../support/journal-server.js';
 
 /** What the next createConnection calls do, in order; real ones once the list is empty. */
 let fakes: Array<(path: string) => Socket> = [];
+/** The path of every createConnection call. */
+let connected: string[] = [];
 
 vi.mock('node:net', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:net')>();
   return {
     ...real,
     createConnection: (options: { path: string }) => {
+      connected.push(options.path);
       const fake = fakes.shift();
       return fake ? fake(options.path) : real.createConnection(options);
     },
@@ -57,6 +60,7 @@ let journal: JournalServer | null = null;
 
 beforeEach(() => {
   fakes = [];
+  connected = [];
 });
 
 afterEach(async () => {
@@ -144,6 +148,22 @@ describe('journal mode: journald slow or half there', () => {
     expect(w.list[0]!.err.message).toBe('gone');
   });
 
+  it("connects to journald's stdout socket by default", async () => {
+    fakes = [fake({ connect: false }).make, fake({ connect: false }).make];
+    const w = warnings();
+    await new JobOutput({ mode: 'journal', connectTimeoutMs: 10, onJournalUnavailable: w.on }).open('work_def');
+    expect(connected).toEqual(['/run/systemd/journal/stdout', '/run/systemd/journal/stdout']);
+    expect(w.list.map((x) => x.socket)).toEqual(['/run/systemd/journal/stdout']);
+  });
+
+  it('inherit mode connects to nothing', async () => {
+    const w = warnings();
+    const stdio = await new JobOutput({ mode: 'inherit', journalSocket: '/lk/journal', onJournalUnavailable: w.on }).open('work_i');
+    expect(stdio.mode).toBe('inherit');
+    expect(connected).toEqual([]);
+    expect(w.list).toEqual([]);
+  });
+
   it('with nobody to warn, an unreachable journald still gives inherit', async () => {
     const output = new JobOutput({ mode: 'journal', journalSocket: join('/nonexistent-lk', 'stdout') });
     expect((await output.open('work_q')).mode).toBe('inherit');
@@ -161,6 +181,8 @@ describe('journal mode: the streams once connected', () => {
     const [, out, err] = stdio.stdio as [unknown, net.Socket, net.Socket];
     expect(() => out.emit('error', new Error('read ECONNRESET'))).not.toThrow();
     expect(() => err.emit('error', new Error('read ECONNRESET'))).not.toThrow();
+    // The streams are still there to be handed to the job.
+    expect([out.destroyed, err.destroyed]).toEqual([false, false]);
     stdio.started({ stdout: null, stderr: null });
   });
 

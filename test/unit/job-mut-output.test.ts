@@ -42,6 +42,8 @@ describe('JOURNAL_STREAM detection (the keeper under systemd)', () => {
       expect(stdoutIsJournal({ JOURNAL_STREAM: value }, st), value).toBe(false);
     }
     expect(stdoutIsJournal({ JOURNAL_STREAM: '25:4242' }, st)).toBe(true);
+    // Both numbers count: the same inode on another device is another file.
+    expect(stdoutIsJournal({ JOURNAL_STREAM: '26:4242' }, st)).toBe(false);
   });
 
   it("compares against the keeper's real fd 1 by default", () => {
@@ -86,6 +88,8 @@ describe('prefix mode: the end of a pipe', () => {
     const stdio = await prefixStdio('work_e', { mode: 'prefix', stdout: collector(), stderr: collector() });
     expect(Object.entries(stdio.env)).toEqual([['JOURNAL_STREAM', undefined]]);
     expect(stdio.mode).toBe('prefix');
+    // stdin stays the keeper's; stdout and stderr are pipes the keeper reads.
+    expect(stdio.stdio).toEqual(['inherit', 'pipe', 'pipe']);
   });
 
   it('a spawn that failed (no pipes): close resolves at once, nothing was cut', async () => {
@@ -263,6 +267,19 @@ describe("prefix mode: the keeper's own stream", () => {
     const t0 = performance.now();
     await output.flush(5_000);
     expect(performance.now() - t0).toBeLessThan(1_000);
+  });
+
+  it('a stream that keeps failing (EPIPE on every write) never crashes the keeper', () => {
+    const w = new Writable({ autoDestroy: false, write: () => {} });
+    new JobOutput({ mode: 'prefix', stdout: w, stderr: collector() });
+    for (let i = 0; i < 3; i++) expect(() => w.emit('error', new Error('write EPIPE'))).not.toThrow();
+  });
+
+  it("inherit and journal mode leave the keeper's own stdout and stderr alone", () => {
+    const before = [process.stdout, process.stderr].map((s) => [s.listenerCount('error'), s.listenerCount('drain')]);
+    new JobOutput({ mode: 'inherit' });
+    new JobOutput({ mode: 'journal' });
+    expect([process.stdout, process.stderr].map((s) => [s.listenerCount('error'), s.listenerCount('drain')])).toEqual(before);
   });
 
   it('a destroyed stream takes nothing more', async () => {
