@@ -107,6 +107,25 @@ describe('openContainment: the containment, built once', () => {
     expect(opened.ok && opened.containment.detail).toEqual({ cgroup_parent: join(dir, 'lease-keeper-w1') });
   });
 
+  it('a cgroup2 mount given explicitly is used instead of the one in mountinfo', () => {
+    const opened = openContainment(choice({ host: nowhere, mount: dir }));
+    expect(opened.ok && opened.containment.detail).toEqual({ cgroup_parent: join(dir, 'lease-keeper-w1') });
+  });
+
+  it("cgroup: its jobs get the launch settings, and the launcher the raised OOM score", () => {
+    const spawned: string[][] = [];
+    const opened = openContainment(choice({ host: writable(), oomScoreAdj: 300, launch: { setpriv: null, spawn: (file, args) => {
+      spawned.push([file, ...args]);
+      throw new Error('nothing is spawned in this test');
+    } } }));
+    if (!opened.ok) throw new Error(opened.problems.join());
+    expect(() => opened.containment.start({ command: ['/bin/true'], env: { PATH: '/usr/bin:/bin' }, name: 'work_c' })).toThrow('nothing is spawned');
+    expect(spawned).toHaveLength(1);
+    expect(spawned[0]).not.toContain('/usr/bin/setpriv');
+    expect(spawned[0]).toContain(String(jobOomScore(300)));
+    expect(spawned[0]!.at(-1)).toBe('/bin/true');
+  });
+
   it('the problems of a choice that cannot be had', () => {
     expect(openContainment(choice({ mode: 'cgroup', host: nowhere }))).toEqual({
       ok: false,

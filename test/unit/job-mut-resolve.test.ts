@@ -2,7 +2,7 @@
  * A job that cannot be spawned is reported before anything runs, with a message saying what is wrong
  * and what to do (spec §3): the cases job-resolve.test.ts leaves open, word for word.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -94,10 +94,22 @@ describe('resolveCommand: the #! line', () => {
       ['blank', '#!   \n'],
       ['relative', '#!lk-relative-interpreter\n'],
       ['binary', '\x7fELF'],
+      // No #! line: execvp hands it to /bin/sh; its first line is not an interpreter.
+      ['no-shebang', '# /opt/lk-none/tool\necho hi\n'],
     ];
     for (const [name, text] of cases) {
       const script = file(join(dir, name), 0o755, text);
       expect(resolveCommand(script, {}), name).toEqual({ ok: true, path: script });
     }
+  });
+});
+
+describe('resolveCommand: resources', () => {
+  it('reading the #! line leaves no file descriptor open (the keeper starts jobs for months)', () => {
+    const script = file(join(dir, 'job.sh'), 0o755);
+    const open = () => readdirSync('/proc/self/fd').length;
+    const before = open();
+    for (let i = 0; i < 50; i++) expect(resolveCommand(script, {}).ok).toBe(true);
+    expect(open()).toBeLessThan(before + 5);
   });
 });
