@@ -156,7 +156,75 @@ describe('ProcessGroup: who counts as alive', () => {
   });
 });
 
+describe('ProcessGroup: a fresh answer after the leader exited', () => {
+  /** A group whose scan names a member that is not there, until `lingering` is cleared; polled once a second. */
+  function lingeringGroup(deps: ProcessGroupDeps = {}) {
+    const pgid = holder();
+    const state = { lingering: true, scans: 0 };
+    const scan = (): GroupScan => (state.scans++, new Map(state.lingering ? [[pgid, [NO_GROUP]]] : []));
+    const { g, leader } = startFake(pgid, { scanGroups: scan, pollMs: 1_000, ...deps });
+    return { g, leader, state };
+  }
+
+  it('isAlive() looks again: a group whose last member is gone is not alive, even before the poll noticed', async () => {
+    const { g, leader, state } = lingeringGroup();
+    leader.emit('exit', 0, null);
+    await sleep(30); // the first look, right after the exit
+    expect(g.isAlive()).toBe(true);
+    state.lingering = false;
+    expect(g.isAlive()).toBe(false);
+  });
+
+  it('the same with members outside the group that are gone as well', async () => {
+    const o = outside([]);
+    const { g, leader, state } = lingeringGroup({ outside: o });
+    leader.emit('exit', 0, null);
+    await sleep(30);
+    expect(g.isAlive()).toBe(true);
+    state.lingering = false;
+    expect(g.isAlive()).toBe(false);
+  });
+
+  it('a group that went with its leader is empty at once, not a poll later', async () => {
+    const { g, leader } = startFake(NO_GROUP);
+    let emptied = false;
+    void g.empty.then(() => (emptied = true));
+    leader.emit('exit', 0, null);
+    await Promise.resolve();
+    expect(emptied).toBe(true);
+  });
+
+  it('once empty the group is no longer looked at', async () => {
+    const { g, leader, state } = lingeringGroup({ pollMs: 10 });
+    leader.emit('exit', 0, null);
+    await sleep(30);
+    state.lingering = false;
+    await within('empty', g.empty);
+    const scans = state.scans;
+    await sleep(100);
+    expect(state.scans).toBe(scans);
+  });
+});
+
 describe('ProcessGroup: signalling', () => {
+  it('a group that a signal found gone after the leader exited is never signalled or probed again', async () => {
+    const pgid = holder();
+    const o = outside([NO_GROUP + 1]);
+    const { g, leader } = startFake(pgid, { outside: o, pollMs: 10 });
+    leader.emit('exit', 0, null);
+    const gone = new Promise((r) => holders[0]!.once('exit', r));
+    realKill(-pgid, 'SIGKILL');
+    await gone;
+    await sleep(20);
+    expect(g.interrupt('SIGTERM')).toBe(true); // the outside member; the group gave ESRCH
+    const seen = stubGroupKill(pgid, () => 'ok');
+    await sleep(50); // looks
+    expect(g.interrupt('SIGTERM')).toBe(true);
+    expect(seen.calls).toEqual([]);
+    o.now = [];
+    await within('empty', g.empty);
+  });
+
   it('a group not formed yet (ESRCH before the leader exited) is tried again on the next signal', async () => {
     let formed = false;
     const seen = stubGroupKill(NO_GROUP, () => (formed ? 'ok' : errno('ESRCH')));
