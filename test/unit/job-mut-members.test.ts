@@ -164,6 +164,36 @@ describe('reading /proc', () => {
     expect(liveMembers(own, [], () => null)).toEqual([own]);
   });
 
+  it('without /proc, a group whose member changed user (EPERM) counts as live; another error is thrown', () => {
+    let answer = 'EPERM';
+    vi.spyOn(process, 'kill').mockImplementation(() => {
+      throw Object.assign(new Error(`kill ${answer}`), { code: answer });
+    });
+    expect(liveMembers(4242, [], () => null)).toEqual([4242]);
+    answer = 'EINVAL';
+    expect(() => liveMembers(4242, [], () => null)).toThrow('kill EINVAL');
+  });
+
+  it('the scan lists every live member of a group', async () => {
+    const holder = spawn('/bin/sh', ['-c', '/bin/sleep 30 & exec /bin/sleep 30'], { detached: true, stdio: 'ignore' });
+    try {
+      const pgid = holder.pid!;
+      const until = performance.now() + 5_000;
+      while ((scanGroups()!.get(pgid) ?? []).length < 2) {
+        if (performance.now() > until) throw new Error('the two sleeps never showed');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect(scanGroups()!.get(pgid)!.length).toBe(2);
+      expect(scanGroups()!.get(pgid)).toContain(pgid);
+    } finally {
+      try {
+        process.kill(-holder.pid!, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  });
+
   it('a scan that does not know the group: no members', () => {
     const own = readStat(process.pid)!.pgrp;
     expect(liveMembers(own, [], () => new Map([[own + 1, [1]]]))).toEqual([]);

@@ -194,6 +194,15 @@ describe('ProcessGroup: a fresh answer after the leader exited', () => {
     expect(emptied).toBe(true);
   });
 
+  it('the same when the members outside the group are gone too', async () => {
+    const { g, leader } = startFake(NO_GROUP, { outside: outside([]) });
+    let emptied = false;
+    void g.empty.then(() => (emptied = true));
+    leader.emit('exit', 0, null);
+    await Promise.resolve();
+    expect(emptied).toBe(true);
+  });
+
   it('once empty the group is no longer looked at', async () => {
     const { g, leader, state } = lingeringGroup({ pollMs: 10 });
     leader.emit('exit', 0, null);
