@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { GroupScan } from '../../src/job/group-members.js';
 import { ProcessGroup, SpawnError, type OutsideMembers, type ProcessGroupDeps } from '../../src/job/index.js';
 import { suiteEnv } from '../support/processes.js';
+import { catchSpawn } from '../support/spawn-error.js';
 
 const PATH_ENV = { PATH: '/usr/bin:/bin', ...suiteEnv() };
 /** Above the kernel's largest pid_max (2^22): no process, and so no process group, has this id. */
@@ -450,13 +451,3 @@ describe('starting the leader', () => {
     expect(new SpawnError(126, 'm', { cause }).cause).toBe(cause);
   });
 });
-
-function catchSpawn(fn: () => unknown): SpawnError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(SpawnError);
-    return err as SpawnError;
-  }
-  throw new Error('expected a SpawnError');
-}

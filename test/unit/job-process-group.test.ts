@@ -9,6 +9,7 @@ import { readStat, scanGroups, type GroupScan, type ProcStat } from '../../src/j
 import { ProcessGroup, SpawnError, type JobSpec, type ProcessGroupDeps } from '../../src/job/index.js';
 import { prerequisite } from '../support/prerequisites.js';
 import { suiteEnv } from '../support/processes.js';
+import { catchSpawn } from '../support/spawn-error.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/job-modes.sh', import.meta.url));
 const PATH_ENV = { PATH: '/usr/bin:/bin', ...suiteEnv() };
@@ -446,14 +447,4 @@ describe('ProcessGroup: start', () => {
     expect(await b.exited).toEqual({ code: 0, signal: null });
   });
 });
-
-function catchSpawn(fn: () => unknown): SpawnError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(SpawnError);
-    return err as SpawnError;
-  }
-  throw new Error('expected a SpawnError');
-}
 
