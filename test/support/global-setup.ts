@@ -20,7 +20,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { removeDeadKeepersCgroups } from './cgroups.js';
-import { commandLine, descendants, procsWithCommandLine, procsWithEnv, type ProcInfo } from './processes.js';
+import { commandLine, descendants, procInfo, procsWithCommandLine, procsWithEnv, type ProcInfo } from './processes.js';
 
 const SETTLE_MS = 3000;
 
@@ -60,12 +60,8 @@ export function removeDeadRunsDirs(outerTmp: string): void {
 }
 
 function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  const p = procInfo(pid);
+  return p !== null && p.state !== 'Z';
 }
 
 export default function setup(): () => Promise<void> {
