@@ -324,12 +324,7 @@ export class CgroupContainment implements Containment {
         mkdirSync(layout.keeperLeaf, { recursive: true });
         writeFileSync(join(layout.keeperLeaf, 'cgroup.procs'), String(process.pid));
       }
-      const controllers = neededControllers(options.limits ?? {});
-      if (controllers.length > 0) {
-        const enable = controllers.map((c) => `+${c}`).join(' ');
-        if (layout.above !== null) writeFileSync(join(layout.above, 'cgroup.subtree_control'), enable);
-        writeFileSync(join(layout.parent, 'cgroup.subtree_control'), enable);
-      }
+      enableControllers(layout, options.limits ?? {});
     } catch (err) {
       return { ok: false, reason: `cannot set up job cgroups under ${layout.parent}: ${(err as Error).message}` };
     }
@@ -340,7 +335,7 @@ export class CgroupContainment implements Containment {
     this.#runs += 1;
     const dir = join(this.layout.parent, jobCgroupName(spec.name, this.#keeper, this.#runs));
     try {
-      mkdirSync(dir);
+      this.#createJobCgroup(dir);
       for (const [file, value] of limitFiles(this.#limits)) writeFileSync(join(dir, file), value);
     } catch (err) {
       removeCgroup(dir);
@@ -353,6 +348,22 @@ export class CgroupContainment implements Containment {
     } catch (err) {
       removeCgroup(dir);
       throw err;
+    }
+  }
+
+  /**
+   * In the root layout the parent is only ours while a job is in it: another keeper with the same worker id
+   * (the default is one per host) removes it on exit when it is empty, and so may a clean-up. Create it
+   * again rather than fail the item; under systemd the parent is the unit's cgroup, never ours to create.
+   */
+  #createJobCgroup(dir: string): void {
+    try {
+      mkdirSync(dir);
+    } catch (err) {
+      if (this.layout.above === null || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      mkdirSync(this.layout.parent, { recursive: true });
+      enableControllers(this.layout, this.#limits);
+      mkdirSync(dir);
     }
   }
 
@@ -389,6 +400,15 @@ export class CgroupContainment implements Containment {
     }
     return swept;
   }
+}
+
+/** Lets job cgroups below the parent take the limits' controllers (the root layout enables them above it first). */
+function enableControllers(layout: CgroupLayout, limits: JobLimits): void {
+  const controllers = neededControllers(limits);
+  if (controllers.length === 0) return;
+  const enable = controllers.map((c) => `+${c}`).join(' ');
+  if (layout.above !== null) writeFileSync(join(layout.above, 'cgroup.subtree_control'), enable);
+  writeFileSync(join(layout.parent, 'cgroup.subtree_control'), enable);
 }
 
 function missingControllers(layout: CgroupLayout, limits: JobLimits): string | null {

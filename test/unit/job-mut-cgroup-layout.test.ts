@@ -348,6 +348,7 @@ describe('starting a job and the sweep (fake mount: files only, the job itself r
     expect(err).toMatchObject({ name: 'SpawnError', code: 127 });
     expect(readdirSync(parent)).toEqual([]);
     rmSync(parent, { recursive: true });
+    writeFileSync(parent, 'a file where the parent should be');
     try {
       cg.start({ command: ['/bin/true'], env: process.env, name: 'work_y' });
       err = null;
@@ -355,7 +356,39 @@ describe('starting a job and the sweep (fake mount: files only, the job itself r
       err = e;
     }
     expect(err).toMatchObject({ name: 'SpawnError', code: 126 });
-    expect((err as Error).message).toMatch(new RegExp(`^cannot create the job's cgroup ${parent}/job-work_y-k\\d+-\\d+-2: ENOENT`));
+    expect((err as Error).message).toMatch(new RegExp(`^cannot create the job's cgroup ${parent}/job-work_y-k\\d+-\\d+-2: ENOTDIR`));
+  });
+
+  it('root layout: a parent removed under a live keeper is made again, controllers enabled, and the job runs', async () => {
+    const cg = open({ pidsMax: 50 });
+    const parent = join(dir, 'lease-keeper-w1');
+    // What another keeper's close() does to the empty parent (a real rmdir: job-mut-cgroup-real.test.ts).
+    rmSync(parent, { recursive: true });
+    writeFileSync(join(dir, 'cgroup.subtree_control'), '');
+    const job = cg.start({ command: ['/bin/true'], env: process.env, name: 'work_again' });
+    const jobDir = join(parent, `job-work_again-k${process.pid}-${me()}-1`);
+    expect(job.where.cgroup).toBe(jobDir);
+    expect(await job.exited).toEqual({ code: 0, signal: null });
+    await job.empty;
+    expect(readFileSync(join(dir, 'cgroup.subtree_control'), 'utf8')).toBe('+pids');
+    expect(readFileSync(join(parent, 'cgroup.subtree_control'), 'utf8')).toBe('+pids');
+    expect(readFileSync(join(jobDir, 'pids.max'), 'utf8')).toBe('50');
+  });
+
+  it('delegated layout: a unit cgroup that is gone is not made again; the job cannot start (126)', () => {
+    const unit = delegated('lk.service');
+    const opened = CgroupContainment.open({ workerId: 'w1', host: host('0::/lk.service\n') });
+    if (!opened.ok) throw new Error(opened.reason);
+    rmSync(unit, { recursive: true });
+    let err: unknown;
+    try {
+      opened.containment.start({ command: ['/bin/true'], env: process.env, name: 'work_z' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ name: 'SpawnError', code: 126 });
+    expect((err as Error).message).toMatch(new RegExp(`^cannot create the job's cgroup ${unit}/job-work_z-k\\d+-\\d+-1: ENOENT`));
+    expect(existsSync(unit)).toBe(false);
   });
 
   it('the sweep removes a dead keeper\'s empty job cgroups, and leaves this keeper\'s and anything else alone', async () => {

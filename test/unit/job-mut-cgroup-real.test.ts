@@ -354,4 +354,16 @@ describe.runIf(prerequisite('a writable cgroup v2 with cgroup.kill (root)', cgro
     cg.close();
     expect(existsSync(parent)).toBe(false);
   });
+
+  it('two keepers of one worker id (one per host by default): one closing between jobs does not fail the other\'s next job', async () => {
+    const other = CgroupContainment.open({ workerId });
+    if (!other.ok) throw new Error(other.reason);
+    other.containment.close(); // no job of either in the parent: rmdir succeeds
+    expect(existsSync(parent)).toBe(false);
+    const job = run('exit 7', 'work_after');
+    expect(String(job.where.cgroup).startsWith(`${parent}/job-work_after-`)).toBe(true);
+    expect(await job.exited).toEqual({ code: 7, signal: null });
+    await job.empty;
+    expect(existsSync(String(job.where.cgroup))).toBe(false);
+  });
 });
