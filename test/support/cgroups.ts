@@ -1,15 +1,21 @@
 /**
  * Job cgroups left by keepers the suite SIGKILLed (their processes are killed by the tests, the empty
  * directories stay): removed at the end of a run, as the next keeper's start-up sweep would. Only the
- * suite's own worker ids (`it-`, `chaos-` prefixes), and only job cgroups whose keeper (pid + start
- * time) is dead, so that a concurrent run's live keepers are never touched.
+ * suite's own worker ids (`it-`, `chaos-`, `ut-` prefixes), and only job cgroups whose keeper (pid + start
+ * time) is dead, so that a concurrent run's live keepers are never touched. The unit tests' containments
+ * (`ut-`) run inside the test worker, whose pid their worker id carries: a test worker that died before its
+ * teardown (StrykerJS stops them mid-test) leaves its parent, removed once that pid is dead. An empty `it-`
+ * or `chaos-` parent may belong to a live keeper between jobs; the keeper makes it again at its next start.
  */
 import { existsSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroup2Mount, killCgroup, parseJobCgroupName, populated } from '../../src/job/cgroup.js';
 import { keeperAlive } from '../../src/job/containment.js';
+import { pidAlive } from './processes.js';
 
-const SUITE_PARENTS = /^lease-keeper-(it|chaos)-/;
+const SUITE_PARENTS = /^lease-keeper-(it|chaos|ut)-/;
+/** `ut-<pid>-…`, `ut-mut-<pid>-…`, `ut-oom-<pid>`: the test worker that made it. */
+const UNIT_OWNER = /^lease-keeper-ut-(?:[a-z]+-)?(\d+)(?:-|$)/;
 
 export function removeDeadKeepersCgroups(mountinfo?: string): string[] {
   let mount: string | null;
@@ -19,6 +25,11 @@ export function removeDeadKeepersCgroups(mountinfo?: string): string[] {
     return [];
   }
   if (mount === null || process.getuid?.() !== 0 || !existsSync(mount)) return [];
+  return removeDeadKeepersCgroupsIn(mount);
+}
+
+/** The same below `mount` (a real cgroup2 mount, or a directory standing in for one in tests). */
+export function removeDeadKeepersCgroupsIn(mount: string): string[] {
   const removed: string[] = [];
   for (const parent of safeList(mount).filter((n) => SUITE_PARENTS.test(n))) {
     const dir = join(mount, parent);
@@ -29,6 +40,8 @@ export function removeDeadKeepersCgroups(mountinfo?: string): string[] {
       if (populated(path)) killCgroup(path);
       if (tryRmdir(path)) removed.push(path);
     }
+    const owner = UNIT_OWNER.exec(parent);
+    if (owner !== null && pidAlive(Number(owner[1]))) continue;
     if (tryRmdir(dir)) removed.push(dir);
   }
   return removed;
@@ -42,7 +55,9 @@ function safeList(dir: string): string[] {
   }
 }
 
+/** Removes a cgroup and, first, the cgroups a job made below it (the kernel refuses one with children). */
 function tryRmdir(path: string): boolean {
+  for (const child of safeList(path)) tryRmdir(join(path, child));
   for (let i = 0; i < 20; i++) {
     try {
       rmdirSync(path);

@@ -20,7 +20,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { removeDeadKeepersCgroups } from './cgroups.js';
-import { commandLine, descendants, procInfo, procsWithCommandLine, procsWithEnv, type ProcInfo } from './processes.js';
+import { commandLine, descendants, pidAlive, procsWithCommandLine, procsWithEnv, type ProcInfo } from './processes.js';
 
 const SETTLE_MS = 3000;
 
@@ -57,11 +57,6 @@ export function removeDeadRunsDirs(outerTmp: string): void {
     if (m === null || pidAlive(Number(m[1]))) continue;
     rmSync(join(outerTmp, name), { recursive: true, force: true });
   }
-}
-
-function pidAlive(pid: number): boolean {
-  const p = procInfo(pid);
-  return p !== null && p.state !== 'Z';
 }
 
 export default function setup(): () => Promise<void> {

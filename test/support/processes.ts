@@ -29,6 +29,12 @@ export function procInfo(pid: number): ProcInfo | null {
   return { pid, state: f[0] ?? '?', ppid: Number(f[1]), pgrp: Number(f[2]), starttime: f[19] ?? '' };
 }
 
+/** A process with this pid runs (a zombie has ended: only its exit status is left to reap). */
+export function pidAlive(pid: number): boolean {
+  const p = procInfo(pid);
+  return p !== null && p.state !== 'Z';
+}
+
 function pids(): number[] {
   try {
     return readdirSync('/proc')

@@ -1,9 +1,10 @@
-/** The suite's own clean-up (test/support/global-setup.ts): what a run that died before its teardown left is removed by the next run. */
+/** The suite's own clean-up (test/support/global-setup.ts, cgroups.ts): what a run that died before its teardown left is removed by the next run. */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { removeDeadKeepersCgroupsIn } from '../support/cgroups.js';
 import { removeDeadRunsDirs } from '../support/global-setup.js';
 
 describe('removeDeadRunsDirs', () => {
@@ -37,5 +38,41 @@ describe('removeDeadRunsDirs', () => {
   it('a missing temporary directory is no error', () => {
     dir = join(tmpdir(), 'lk-leftovers-none');
     expect(() => removeDeadRunsDirs(dir)).not.toThrow();
+  });
+});
+
+describe('removeDeadKeepersCgroupsIn (a directory standing in for the cgroup2 mount)', () => {
+  let mount = '';
+  afterEach(() => rmSync(mount, { recursive: true, force: true }));
+
+  it("removes dead keepers' job cgroups and dead test workers' parents; a live owner's, and what is not the suite's, stay", () => {
+    mount = mkdtempSync(join(tmpdir(), 'lk-leftovers-cg-'));
+    const dead = spawnSync('true').pid!;
+    const deadJob = `job-work_a-k${dead}-5-1`;
+    const dirs = {
+      deadWorker: `lease-keeper-ut-${dead}-ab12`, // a test worker StrykerJS stopped mid-test
+      deadMutWorker: `lease-keeper-ut-mut-${dead}-cd34`,
+      deadOomWorker: `lease-keeper-ut-oom-${dead}`,
+      liveWorker: `lease-keeper-ut-${process.pid}-ef56`, // this worker's, between its open() and its first job
+      integration: 'lease-keeper-it-q1w2e3',
+      operator: 'lease-keeper-prod-host-1',
+    };
+    for (const d of Object.values(dirs)) mkdirSync(join(mount, d));
+    for (const d of [dirs.deadWorker, dirs.liveWorker, dirs.integration, dirs.operator]) mkdirSync(join(mount, d, deadJob));
+    mkdirSync(join(mount, dirs.deadWorker, deadJob, 'inner')); // a cgroup the job made below its own
+    const removed = removeDeadKeepersCgroupsIn(mount);
+    expect(removed.sort()).toEqual(
+      [
+        join(mount, dirs.deadWorker, deadJob),
+        join(mount, dirs.deadWorker),
+        join(mount, dirs.deadMutWorker),
+        join(mount, dirs.deadOomWorker),
+        join(mount, dirs.liveWorker, deadJob),
+        join(mount, dirs.integration, deadJob),
+        join(mount, dirs.integration),
+      ].sort(),
+    );
+    expect(existsSync(join(mount, dirs.liveWorker))).toBe(true);
+    expect(existsSync(join(mount, dirs.operator, deadJob))).toBe(true);
   });
 });
