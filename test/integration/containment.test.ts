@@ -11,6 +11,7 @@ import { join, relative } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
 import { cgroup2MountPoint, cgroupMissing, prerequisite } from '../support/prerequisites.js';
+import { integrationWorkerId } from '../support/processes.js';
 import { BIN, ROOT, type Keeper, alive, emulator, sleep, startKeeper } from './support.js';
 
 const NOBODY = 65534;
@@ -181,7 +182,7 @@ function scenarios(name: string, run: { env?: Record<string, string>; asNobody?:
     });
 
     it('a SIGKILLed keeper: the next keeper with the same worker id sweeps its daemon before polling; a live keeper\'s job is left alone', async () => {
-      const workerId = `it-sweep-${Math.random().toString(36).slice(2, 8)}`;
+      const workerId = integrationWorkerId(`sweep-${Math.random().toString(36).slice(2, 8)}`);
       const [first, second] = emu.queue({ count: 2 });
       const dead = start({ LEASE_KEEPER_WORKER_ID: workerId }, false);
       const orphan = await daemonOf(first!.id);
@@ -254,7 +255,7 @@ if (cgroups && root) {
       const k = keeper({ JOB_LEADER: 'exit', LEASE_KEEPER_STOP_GRACE_SECONDS: '0' });
       expect((await k.exit()).code).toBe(0);
       const cgroup = readFileSync(join(dir, `${item!.id}.cgroup`), 'utf8').trim();
-      expect(cgroup).toMatch(new RegExp(`^0::/lease-keeper-it-[a-z0-9]+/job-${item!.id}-k\\d+-\\d+-1$`));
+      expect(cgroup).toMatch(new RegExp(`^0::/lease-keeper-it-r\\d+-[a-z0-9]+/job-${item!.id}-k\\d+-\\d+-1$`));
       const finished = k.lines.find((l) => l.msg === 'item_finished')!;
       expect(finished.cpu_seconds).toEqual(expect.any(Number));
       expect(emu.item(item!.id).metadata.cpu_seconds).toBe(String(finished.cpu_seconds));

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
 import { JournalServer } from '../support/journal-server.js';
+import { integrationWorkerId } from '../support/processes.js';
 import { BIN, type Keeper, alive, emulator, scratch, startKeeper } from './support.js';
 
 let emu: Emulator;
@@ -130,7 +131,7 @@ describe('auto', () => {
         QODER_API_URL: emu.url,
         QODER_PAT: emu.token,
         QODER_ENVIRONMENT_ID: emu.environmentId,
-        LEASE_KEEPER_WORKER_ID: `it-auto-${matching}`,
+        LEASE_KEEPER_WORKER_ID: integrationWorkerId(`auto-${matching}`),
         JOURNAL_STREAM: `${st.dev}:${matching ? st.ino : st.ino + 1}`,
         LEASE_KEEPER_JOURNAL_SOCKET: journal!.path,
       },

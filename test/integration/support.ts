@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmulator, type Emulator } from '../../src/emulator/index.js';
-import { endAllWithEnv, suiteEnv } from '../support/processes.js';
+import { endAllWithEnv, integrationWorkerId, suiteEnv } from '../support/processes.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = join(ROOT, 'bin/lease-keeper');
@@ -135,7 +135,7 @@ export function startKeeper(emu: Emulator, opts: KeeperOptions): Keeper {
     QODER_API_URL: emu.url,
     QODER_PAT: emu.token,
     QODER_ENVIRONMENT_ID: emu.environmentId,
-    LEASE_KEEPER_WORKER_ID: `it-${Math.random().toString(36).slice(2, 8)}`,
+    LEASE_KEEPER_WORKER_ID: integrationWorkerId(Math.random().toString(36).slice(2, 8)),
     LEASE_KEEPER_STOP_GRACE_SECONDS: '1',
     LEASE_KEEPER_LOG_LEVEL: 'debug',
     ...suiteEnv(),

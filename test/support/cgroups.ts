@@ -4,8 +4,10 @@
  * suite's own worker ids (`it-`, `chaos-`, `ut-` prefixes), and only job cgroups whose keeper (pid + start
  * time) is dead, so that a concurrent run's live keepers are never touched. The unit tests' containments
  * (`ut-`) run inside the test worker, whose pid their worker id carries: a test worker that died before its
- * teardown (StrykerJS stops them mid-test) leaves its parent, removed once that pid is dead. An empty `it-`
- * or `chaos-` parent may belong to a live keeper between jobs; the keeper makes it again at its next start.
+ * teardown (StrykerJS stops them mid-test) leaves its parent, removed once that pid is dead. Integration
+ * keepers' worker ids carry their run's pid (`it-r<pid>-`): another live run's are left alone, since its
+ * keepers may be running, or between jobs, or about to sweep what a keeper it SIGKILLed on purpose left.
+ * (An empty parent removed under a live keeper would be made again at its next start.)
  */
 import { existsSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +18,8 @@ import { pidAlive } from './processes.js';
 const SUITE_PARENTS = /^lease-keeper-(it|chaos|ut)-/;
 /** `ut-<pid>-…`, `ut-mut-<pid>-…`, `ut-oom-<pid>`: the test worker that made it. */
 const UNIT_OWNER = /^lease-keeper-ut-(?:[a-z]+-)?(\d+)(?:-|$)/;
+/** `it-r<pid>-…` (integrationWorkerId): the run, vitest's main process, where this teardown runs too. */
+const RUN_OWNER = /^lease-keeper-it-r(\d+)-/;
 
 export function removeDeadKeepersCgroups(mountinfo?: string): string[] {
   let mount: string | null;
@@ -32,6 +36,9 @@ export function removeDeadKeepersCgroups(mountinfo?: string): string[] {
 export function removeDeadKeepersCgroupsIn(mount: string): string[] {
   const removed: string[] = [];
   for (const parent of safeList(mount).filter((n) => SUITE_PARENTS.test(n))) {
+    const run = RUN_OWNER.exec(parent);
+    // Another live run's keepers: its own teardown cleans up after them, once they are all done.
+    if (run !== null && Number(run[1]) !== process.pid && pidAlive(Number(run[1]))) continue;
     const dir = join(mount, parent);
     for (const name of safeList(dir)) {
       const job = parseJobCgroupName(name);

@@ -29,6 +29,15 @@ export function procInfo(pid: number): ProcInfo | null {
   return { pid, state: f[0] ?? '?', ppid: Number(f[1]), pgrp: Number(f[2]), starttime: f[19] ?? '' };
 }
 
+/**
+ * A worker id for an integration keeper, `it-r<run pid>-<name>`: the run (vitest's main process, whose pid
+ * LK_TEST_RUN starts with) is in the job cgroups' parent name, so another run's teardown leaves them alone.
+ */
+export function integrationWorkerId(name: string): string {
+  const runPid = (process.env.LK_TEST_RUN ?? '').split('-')[0] || String(process.pid);
+  return `it-r${runPid}-${name}`;
+}
+
 /** A process with this pid runs (a zombie has ended: only its exit status is left to reap). */
 export function pidAlive(pid: number): boolean {
   const p = procInfo(pid);

@@ -54,11 +54,14 @@ describe('removeDeadKeepersCgroupsIn (a directory standing in for the cgroup2 mo
       deadMutWorker: `lease-keeper-ut-mut-${dead}-cd34`,
       deadOomWorker: `lease-keeper-ut-oom-${dead}`,
       liveWorker: `lease-keeper-ut-${process.pid}-ef56`, // this worker's, between its open() and its first job
-      integration: 'lease-keeper-it-q1w2e3',
+      integration: 'lease-keeper-it-q1w2e3', // a worker id without its run's pid
+      ownRun: `lease-keeper-it-r${process.pid}-a1`, // this run's (the teardown runs in the run's own process)
+      deadRun: `lease-keeper-it-r${dead}-b2`,
+      liveRun: 'lease-keeper-it-r1-c3', // another run, alive (pid 1): its keepers may still be at work
       operator: 'lease-keeper-prod-host-1',
     };
     for (const d of Object.values(dirs)) mkdirSync(join(mount, d));
-    for (const d of [dirs.deadWorker, dirs.liveWorker, dirs.integration, dirs.operator]) mkdirSync(join(mount, d, deadJob));
+    for (const d of [dirs.deadWorker, dirs.liveWorker, dirs.integration, dirs.ownRun, dirs.deadRun, dirs.liveRun, dirs.operator]) mkdirSync(join(mount, d, deadJob));
     mkdirSync(join(mount, dirs.deadWorker, deadJob, 'inner')); // a cgroup the job made below its own
     const removed = removeDeadKeepersCgroupsIn(mount);
     expect(removed.sort()).toEqual(
@@ -70,9 +73,14 @@ describe('removeDeadKeepersCgroupsIn (a directory standing in for the cgroup2 mo
         join(mount, dirs.liveWorker, deadJob),
         join(mount, dirs.integration, deadJob),
         join(mount, dirs.integration),
+        join(mount, dirs.ownRun, deadJob),
+        join(mount, dirs.ownRun),
+        join(mount, dirs.deadRun, deadJob),
+        join(mount, dirs.deadRun),
       ].sort(),
     );
     expect(existsSync(join(mount, dirs.liveWorker))).toBe(true);
     expect(existsSync(join(mount, dirs.operator, deadJob))).toBe(true);
+    expect(existsSync(join(mount, dirs.liveRun, deadJob))).toBe(true);
   });
 });
