@@ -23,6 +23,7 @@ import {
   type CgroupHost,
 } from '../../src/job/cgroup.js';
 import { readStat } from '../../src/job/group-members.js';
+import { catchSpawn } from '../support/spawn-error.js';
 
 let dir: string;
 
@@ -339,24 +340,13 @@ describe('starting a job and the sweep (fake mount: files only, the job itself r
   it('a job that cannot start: 127 for a missing command, with its cgroup removed again; 126 when the cgroup cannot be made', async () => {
     const cg = open();
     const parent = join(dir, 'lease-keeper-w1');
-    let err: unknown;
-    try {
-      cg.start({ command: ['/nonexistent/job'], env: process.env, name: 'work_x' });
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toMatchObject({ name: 'SpawnError', code: 127 });
+    expect(catchSpawn(() => cg.start({ command: ['/nonexistent/job'], env: process.env, name: 'work_x' }))).toMatchObject({ name: 'SpawnError', code: 127 });
     expect(readdirSync(parent)).toEqual([]);
     rmSync(parent, { recursive: true });
     writeFileSync(parent, 'a file where the parent should be');
-    try {
-      cg.start({ command: ['/bin/true'], env: process.env, name: 'work_y' });
-      err = null;
-    } catch (e) {
-      err = e;
-    }
+    const err = catchSpawn(() => cg.start({ command: ['/bin/true'], env: process.env, name: 'work_y' }));
     expect(err).toMatchObject({ name: 'SpawnError', code: 126 });
-    expect((err as Error).message).toMatch(new RegExp(`^cannot create the job's cgroup ${parent}/job-work_y-k\\d+-\\d+-2: ENOTDIR`));
+    expect(err.message).toMatch(new RegExp(`^cannot create the job's cgroup ${parent}/job-work_y-k\\d+-\\d+-2: ENOTDIR`));
   });
 
   it('root layout: a parent removed under a live keeper is made again, controllers enabled, and the job runs', async () => {
@@ -380,14 +370,9 @@ describe('starting a job and the sweep (fake mount: files only, the job itself r
     const opened = CgroupContainment.open({ workerId: 'w1', host: host('0::/lk.service\n') });
     if (!opened.ok) throw new Error(opened.reason);
     rmSync(unit, { recursive: true });
-    let err: unknown;
-    try {
-      opened.containment.start({ command: ['/bin/true'], env: process.env, name: 'work_z' });
-    } catch (e) {
-      err = e;
-    }
+    const err = catchSpawn(() => opened.containment.start({ command: ['/bin/true'], env: process.env, name: 'work_z' }));
     expect(err).toMatchObject({ name: 'SpawnError', code: 126 });
-    expect((err as Error).message).toMatch(new RegExp(`^cannot create the job's cgroup ${unit}/job-work_z-k\\d+-\\d+-1: ENOENT`));
+    expect(err.message).toMatch(new RegExp(`^cannot create the job's cgroup ${unit}/job-work_z-k\\d+-\\d+-1: ENOENT`));
     expect(existsSync(unit)).toBe(false);
   });
 

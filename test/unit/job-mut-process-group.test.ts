@@ -167,8 +167,14 @@ describe('ProcessGroup: a fresh answer after the leader exited', () => {
     return { g, leader, state };
   }
 
-  it('isAlive() looks again: a group whose last member is gone is not alive, even before the poll noticed', async () => {
-    const { g, leader, state } = lingeringGroup();
+  // Each twice: the group alone, and with members outside it (a tag scan) that are gone as well.
+  const withOutside: [string, () => ProcessGroupDeps][] = [
+    ['', () => ({})],
+    [', with members outside the group gone as well', () => ({ outside: outside([]) })],
+  ];
+
+  it.each(withOutside)('isAlive() looks again: a group whose last member is gone is not alive, even before the poll noticed%s', async (_, deps) => {
+    const { g, leader, state } = lingeringGroup(deps());
     leader.emit('exit', 0, null);
     await sleep(30); // the first look, right after the exit
     expect(g.isAlive()).toBe(true);
@@ -176,27 +182,8 @@ describe('ProcessGroup: a fresh answer after the leader exited', () => {
     expect(g.isAlive()).toBe(false);
   });
 
-  it('the same with members outside the group that are gone as well', async () => {
-    const o = outside([]);
-    const { g, leader, state } = lingeringGroup({ outside: o });
-    leader.emit('exit', 0, null);
-    await sleep(30);
-    expect(g.isAlive()).toBe(true);
-    state.lingering = false;
-    expect(g.isAlive()).toBe(false);
-  });
-
-  it('a group that went with its leader is empty at once, not a poll later', async () => {
-    const { g, leader } = startFake(NO_GROUP);
-    let emptied = false;
-    void g.empty.then(() => (emptied = true));
-    leader.emit('exit', 0, null);
-    await Promise.resolve();
-    expect(emptied).toBe(true);
-  });
-
-  it('the same when the members outside the group are gone too', async () => {
-    const { g, leader } = startFake(NO_GROUP, { outside: outside([]) });
+  it.each(withOutside)('a group that went with its leader is empty at once, not a poll later%s', async (_, deps) => {
+    const { g, leader } = startFake(NO_GROUP, deps());
     let emptied = false;
     void g.empty.then(() => (emptied = true));
     leader.emit('exit', 0, null);
